@@ -1,0 +1,278 @@
+"""Pure codec: h11 parses, plain Python derives and serialises.
+
+h11 is the reference HTTP/1.1 codec: every head and every chunked body goes
+through an ``h11.Connection`` so its validation (token characters, header
+syntax, duplicate Host, conflicting Content-Length, chunk syntax) applies.
+A fresh connection is used per head, fed only the head's bytes (found with
+``head_end``), so a body that arrived with the head is never copied into it.
+On top of h11 this module adds the proxy's own, stricter decisions:
+
+* a request with both Content-Length and Transfer-Encoding is refused (400)
+  instead of letting chunked win: the two hops could disagree (smuggling);
+* a response with both is refused too (the caller answers 502);
+* versions other than HTTP/1.0 and HTTP/1.1 are refused with 505;
+* empty lines before a request line are skipped (RFC 9112 section 2.2).
+
+Bare-LF line endings are accepted by h11 and normalised: the proxy never
+forwards a head as received, it always re-serialises it with CRLF.
+"""
+
+from __future__ import annotations
+
+import h11
+
+from .base import (
+    FRAMING_CHUNKED,
+    FRAMING_CLOSE,
+    FRAMING_LENGTH,
+    FRAMING_NONE,
+    HOP_BY_HOP,
+    CloseDecoder,
+    LengthDecoder,
+    ParseError,
+    RequestHead,
+    ResponseHead,
+    head_end,
+)
+
+NAME = "pure"
+
+_NEED_DATA = h11.NEED_DATA
+_Data = h11.Data
+_EndOfMessage = h11.EndOfMessage
+_VERSIONS = (b"1.1", b"1.0")
+
+
+def _skip_blank_lines(buf) -> int:
+    start = 0
+    n = len(buf)
+    while start < n:
+        if buf[start : start + 2] == b"\r\n":
+            start += 2
+        elif buf[start : start + 1] == b"\n":
+            start += 1
+        else:
+            break
+    return start
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [t.strip().lower() for t in value.split(b",") if t.strip()]
+
+
+def parse_request_head(buf, max_size: int, scan_from: int = 0):
+    """Parse one request head from the start of ``buf``.
+
+    Returns ``(head, consumed)`` or None when the head is not complete yet.
+    Raises ParseError(431) when the head exceeds ``max_size`` and
+    ParseError(400/501/505) for what h11 or the proxy's rules refuse.
+    """
+    start = _skip_blank_lines(buf)
+    end = head_end(buf, max(start, scan_from - 3))
+    if end < 0:
+        if len(buf) - start > max_size:
+            raise ParseError(431, "header_too_large", "request head exceeds the size limit")
+        return None
+    if end - start > max_size:
+        raise ParseError(431, "header_too_large", "request head exceeds the size limit")
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size + 4)
+    conn.receive_data(bytes(buf[start:end]))
+    try:
+        ev = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        status = exc.error_status_hint
+        raise ParseError(status, "bad_request" if status == 400 else "unsupported", str(exc)) from None
+    if type(ev) is not h11.Request:
+        raise ParseError(400, "bad_request", "incomplete request head")
+    version = ev.http_version
+    if version not in _VERSIONS:
+        raise ParseError(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1")
+    head = RequestHead(ev.method, ev.target, version)
+    hdrs = ev.headers
+    head.headers = hdrs.raw_items()
+    content_length = -1
+    chunked = False
+    conn_tokens: list[bytes] = []
+    xff: list[bytes] = []
+    for name, value in hdrs:
+        if name == b"host":
+            head.host = value
+        elif name == b"content-length":
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True  # h11 refuses anything but exactly "chunked" (501)
+        elif name == b"connection":
+            conn_tokens.extend(_tokens(value))
+        elif name == b"upgrade":
+            head.upgrade = value
+        elif name == b"expect":
+            head.expect_continue = value.lower() == b"100-continue"
+        elif name == b"x-forwarded-for":
+            xff.append(value)
+        elif name == b"x-request-id":
+            if not head.request_id:
+                head.request_id = value
+        elif name == b"traceparent":
+            head.traceparent = value
+    if chunked and content_length >= 0:
+        raise ParseError(400, "ambiguous_framing", "both Content-Length and Transfer-Encoding")
+    if chunked:
+        head.framing = FRAMING_CHUNKED
+    elif content_length > 0:
+        head.framing = FRAMING_LENGTH
+    head.content_length = content_length
+    head.connection = frozenset(conn_tokens)
+    if version == b"1.1":
+        head.keep_alive = b"close" not in head.connection
+    else:
+        head.keep_alive = b"keep-alive" in head.connection
+    if xff:
+        head.xff = b", ".join(xff)
+    return head, end
+
+
+def parse_response_head(buf, method: bytes, max_size: int, scan_from: int = 0):
+    """Parse one response (or 1xx) head; ``method`` is the request's.
+
+    Returns ``(head, consumed)`` or None; ParseError(502) for anything
+    invalid, including a head over ``max_size``.
+    """
+    end = head_end(buf, max(0, scan_from - 3))
+    if end < 0:
+        if len(buf) > max_size:
+            raise ParseError(502, "invalid_response", "response head exceeds the size limit")
+        return None
+    if end > max_size:
+        raise ParseError(502, "invalid_response", "response head exceeds the size limit")
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_size + 4)
+    conn.send(h11.Request(method=method, target=b"/", headers=((b"host", b"h"),)))
+    conn.receive_data(bytes(buf[:end]))
+    try:
+        ev = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        raise ParseError(502, "invalid_response", str(exc)) from None
+    if type(ev) not in (h11.Response, h11.InformationalResponse):
+        raise ParseError(502, "invalid_response", "incomplete response head")
+    version = ev.http_version
+    if version not in _VERSIONS:
+        raise ParseError(502, "invalid_response", "unsupported response version")
+    status = ev.status_code
+    head = ResponseHead(status, ev.reason, version)
+    hdrs = ev.headers
+    head.headers = hdrs.raw_items()
+    content_length = -1
+    chunked = False
+    conn_tokens: list[bytes] = []
+    for name, value in hdrs:
+        if name == b"content-length":
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"connection":
+            conn_tokens.extend(_tokens(value))
+        elif name == b"upgrade":
+            head.upgrade = value
+    if chunked and content_length >= 0:
+        raise ParseError(502, "invalid_response", "both Content-Length and Transfer-Encoding")
+    head.content_length = content_length
+    head.connection = frozenset(conn_tokens)
+    if version == b"1.1":
+        head.keep_alive = b"close" not in head.connection
+    else:
+        head.keep_alive = b"keep-alive" in head.connection
+    if status < 200 or status == 204 or status == 304 or method == b"HEAD":
+        head.framing = FRAMING_NONE
+    elif chunked:
+        head.framing = FRAMING_CHUNKED
+    elif content_length >= 0:
+        head.framing = FRAMING_LENGTH if content_length > 0 else FRAMING_NONE
+    else:
+        head.framing = FRAMING_CLOSE
+        head.keep_alive = False
+    return head, end
+
+
+_PRIME_CHUNKED = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class ChunkedDecoder:
+    """Chunked body decoded by an h11 connection primed past a head.
+
+    Trailers are read and dropped (the proxy re-frames and sends none).
+    ``status`` is the answer for a malformed body: 400 for requests, 502 for
+    responses.
+    """
+
+    __slots__ = ("_conn", "_status")
+
+    def __init__(self, status: int = 400):
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(_PRIME_CHUNKED)
+        conn.next_event()
+        self._conn = conn
+        self._status = status
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
+        conn = self._conn
+        conn.receive_data(data)
+        out = []
+        try:
+            while True:
+                ev = conn.next_event()
+                if ev is _NEED_DATA:
+                    return b"".join(out), None
+                if type(ev) is _Data:
+                    out.append(ev.data)
+                elif type(ev) is _EndOfMessage:
+                    return b"".join(out), conn.trailing_data[0]
+        except h11.RemoteProtocolError as exc:
+            code = "bad_request" if self._status == 400 else "invalid_response"
+            raise ParseError(self._status, code, str(exc)) from None
+
+    def eof(self) -> bool:
+        return False
+
+
+def make_decoder(framing: int, content_length: int, error_status: int = 400):
+    """A body decoder for a head's framing (None when there is no body)."""
+    if framing == FRAMING_LENGTH:
+        return LengthDecoder(content_length)
+    if framing == FRAMING_CHUNKED:
+        return ChunkedDecoder(error_status)
+    if framing == FRAMING_CLOSE:
+        return CloseDecoder()
+    return None
+
+
+def build_request_head(head: RequestHead, target: bytes, host: bytes, drop: frozenset, extra: list) -> bytes:
+    """Serialise the request head sent upstream (always HTTP/1.1).
+
+    Host comes first; received headers follow in order minus hop-by-hop,
+    Connection-named and ``drop`` names (all lowercase); ``extra`` pairs last.
+    """
+    parts = [b"%b %b HTTP/1.1\r\nHost: %b\r\n" % (head.method, target, host)]
+    conn = head.connection
+    for name, value in head.headers:
+        low = name.lower()
+        if low in HOP_BY_HOP or low in drop or low in conn or low == b"host":
+            continue
+        parts.append(b"%b: %b\r\n" % (name, value))
+    for name, value in extra:
+        parts.append(b"%b: %b\r\n" % (name, value))
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def build_response_head(head: ResponseHead, drop: frozenset, extra: list) -> bytes:
+    """Serialise the response head sent downstream (status line HTTP/1.1)."""
+    parts = [b"HTTP/1.1 %d %b\r\n" % (head.status, head.reason)]
+    conn = head.connection
+    for name, value in head.headers:
+        low = name.lower()
+        if low in HOP_BY_HOP or low in drop or low in conn:
+            continue
+        parts.append(b"%b: %b\r\n" % (name, value))
+    for name, value in extra:
+        parts.append(b"%b: %b\r\n" % (name, value))
+    parts.append(b"\r\n")
+    return b"".join(parts)

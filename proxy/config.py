@@ -1,0 +1,651 @@
+"""Configuration: a TOML file (or command-line flags) turned into frozen dataclasses.
+
+Theory of operation
+-------------------
+The schema *is* the dataclasses below.  Every field that can be written in TOML
+carries, in its ``dataclasses.field`` metadata, a converter (a ``_Conv``: a
+function that validates and normalizes the raw TOML value, plus the
+"expected ..." text shown when it refuses one) and a one-line ``doc`` saying
+what the key is for.  Defaults are the dataclass defaults.
+
+``parse_config`` walks that schema with one generic routine, ``_parse_table``:
+it rejects unknown keys, reports missing required keys, converts the present
+ones and lets the dataclass fill in the rest.  Sub-tables, arrays of tables and
+the ``[upstreams.NAME]`` map are converters too, so nesting needs no special
+code.  After the walk a few cross-field checks run (unique names and listen
+addresses, routes naming existing clusters).
+
+Durations become float seconds, sizes int bytes, addresses ``units.Address``.
+Types are strict: a bool is not an int, an int is not a duration string.
+
+Every problem raises ``ConfigError``, which prints as one line naming the
+source, the key path (``upstreams.orders.servers[1].weight``), the offending
+value and what was expected.  A ``Config`` is immutable; reloading means
+building a new one.  ``Config.warnings()`` lists legal but suspicious
+settings; ``Config.summary()`` is what ``edgeproxy check`` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .units import Address, format_duration, format_size, parse_address, parse_duration, parse_host, parse_size
+
+__all__ = [
+    "AccessLogConfig", "AdminConfig", "Config", "ConfigError", "DownstreamConfig", "HeadersConfig",
+    "ListenerConfig", "PoolConfig", "RouteConfig", "ServerConfig", "TcpKeepaliveConfig", "UpstreamConfig",
+    "UpstreamServerConfig", "load_config", "parse_config", "quick_config",
+]
+
+COMMAND_LINE = "<command line>"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _toml_repr(value: Any, limit: int = 60) -> str:
+    """Render a raw TOML value the way it would be written in the file."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        text = "nan" if isinstance(value, float) and math.isnan(value) else repr(value)
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, dict):
+        text = "{...}"
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(_toml_repr(item, limit) for item in value) + "]"
+        if len(text) > limit:
+            text = "[...]"
+    elif isinstance(value, (datetime.date, datetime.time)):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 4] + ('..."' if text.startswith('"') else "...")
+    return text
+
+
+class ConfigError(Exception):
+    """A configuration problem, printed as exactly one line.
+
+    ``source`` is the file name (or ``"<command line>"``), ``key`` the dotted
+    key path (None for whole-file problems), ``value`` the raw offending value
+    (None when there is none, e.g. a missing key), ``expected`` what would be
+    accepted, ``reason`` an optional short explanation.
+    """
+
+    def __init__(self, source: str | None, key: str | None, value: Any = None, expected: str = "",
+                 reason: str = "", missing: bool = False) -> None:
+        super().__init__(source, key, value, expected, reason, missing)
+        self.source = source
+        self.key = key
+        self.value = value
+        self.expected = expected
+        self.reason = reason
+        self.missing = missing
+
+    def __str__(self) -> str:
+        head = self.source or "<config>"
+        if self.key:
+            head += f": {self.key}"
+        if self.missing:
+            return f"{head} is missing: expected {self.expected}"
+        if self.key and self.value is not None:
+            head += f" = {_toml_repr(self.value)}"
+        tail = "; ".join(part for part in (self.reason, self.expected and f"expected {self.expected}") if part)
+        return f"{head}: {tail}".replace("\n", " ")
+
+
+class _Bad(Exception):
+    """Raised by converters for a simple refusal (optional reason); becomes a ConfigError at the caller's key."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Conv:
+    expected: str
+    fn: Callable[[Any, str], Any]
+
+
+def _convert(conv: _Conv, value: Any, path: str) -> Any:
+    try:
+        return conv.fn(value, path)
+    except _Bad as bad:
+        raise ConfigError(None, path, value, conv.expected, reason=str(bad)) from None
+
+
+_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _join(path: str, key: str) -> str:
+    part = key if _BARE_KEY_RE.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+    return f"{path}.{part}" if path else part
+
+
+# --------------------------------------------------------------------------- converters
+
+
+def _simple(expected: str, accept: Callable[[Any], bool], cast: Callable[[Any], Any] = lambda v: v) -> _Conv:
+    """A converter that takes the raw value as it is (or cast) when ``accept`` says so."""
+
+    def fn(value: Any, path: str) -> Any:
+        if not accept(value):
+            raise _Bad()
+        return cast(value)
+
+    return _Conv(expected, fn)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _boolean() -> _Conv:
+    return _simple("true or false", lambda v: isinstance(v, bool))
+
+
+def _integer(lo: int, hi: int | None = None) -> _Conv:
+    expected = f"an integer from {lo} to {hi}" if hi is not None else f"an integer of at least {lo}"
+    return _simple(expected, lambda v: _is_int(v) and lo <= v and (hi is None or v <= hi))
+
+
+def _number(lo: float, hi: float) -> _Conv:
+    accept = lambda v: (_is_int(v) or isinstance(v, float)) and lo <= v <= hi  # noqa: E731
+    return _simple(f"a number from {lo:g} to {hi:g}", accept, float)
+
+
+def _choice(*options: str) -> _Conv:
+    expected = "one of " + ", ".join(f'"{option}"' for option in options)
+    return _simple(expected, lambda v: isinstance(v, str) and v in options)
+
+
+def _string(expected: str, check: Callable[[str], Any] | None = None) -> _Conv:
+    """A string, passed through ``check`` (which normalizes it or raises ValueError with a reason)."""
+
+    def fn(value: Any, path: str) -> Any:
+        if not isinstance(value, str):
+            raise _Bad()
+        try:
+            return check(value) if check else value
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
+
+    return _Conv(expected, fn)
+
+
+def _unit(expected: str, parse: Callable[[Any], Any], check: Callable[[Any], str]) -> _Conv:
+    """A duration or size: unparsable shows just ``expected``; ``check`` returns a reason to refuse, or ""."""
+
+    def fn(value: Any, path: str) -> Any:
+        try:
+            parsed = parse(value)
+        except ValueError:
+            raise _Bad() from None
+        if reason := check(parsed):
+            raise _Bad(reason)
+        return parsed
+
+    return _Conv(expected, fn)
+
+
+def _duration(*, positive: bool = True, kernel_seconds: bool = False) -> _Conv:
+    """Float seconds; ``positive`` refuses 0; ``kernel_seconds`` asks for whole seconds 1..32767 (TCP_KEEPIDLE)."""
+
+    def check(seconds: float) -> str:
+        if kernel_seconds and (seconds != int(seconds) or not 1 <= seconds <= 32767):
+            return "must be a whole number of seconds from 1s to 32767s"
+        return "must be greater than 0s" if positive and seconds <= 0 else ""
+
+    return _unit('a duration like "250ms", "10s" or "5m"', parse_duration, check)
+
+
+def _size(lo: int = 0, hi: int = 1024**3) -> _Conv:
+    def check(n: int) -> str:
+        return "" if lo <= n <= hi else f"must be between {format_size(lo)} and {format_size(hi)}"
+
+    return _unit('a size like "512B", "64KiB" or "1MiB"', parse_size, check)
+
+
+def _address(*, allow_port_zero: bool) -> _Conv:
+    example = '"127.0.0.1:8080", "[::1]:8080" or "localhost:8080"'
+    expected = f"an address like {example}" + ("" if allow_port_zero else " (port 1 to 65535)")
+    return _string(expected, lambda text: parse_address(text, allow_port_zero=allow_port_zero))
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NAME_EXPECTED = "a name of up to 64 letters, digits, '_', '-' or '.'"
+
+
+def _check_name(text: str) -> str:
+    if not _NAME_RE.fullmatch(text):
+        raise ValueError("")
+    return text
+
+
+_TCHAR_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _methods() -> _Conv:
+    def fn(value: Any, path: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _Bad()
+        methods: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not _TCHAR_RE.fullmatch(item):
+                raise ConfigError(None, f"{path}[{i}]", item, "an HTTP method name like \"GET\"")
+            if item.upper() not in methods:
+                methods.append(item.upper())
+        return tuple(methods)
+
+    return _Conv('an array of HTTP methods like ["GET", "HEAD"]', fn)
+
+
+def _route_host(text: str) -> str:
+    host = text.lower()
+    if host == "":
+        return host
+    if host == "*":
+        raise ValueError('use "" to match any host')
+    if host.startswith("*."):
+        if host[2:].startswith("["):
+            raise ValueError("a wildcard needs a host name after '*.'")
+        parse_host(host[2:])
+        return host
+    bracketed = host.startswith("[")
+    if (bracketed and not host.endswith("]")) or (not bracketed and host.count(":") == 1):
+        raise ValueError("a route host must not include a port")
+    parse_host(host)
+    return host
+
+
+def _host_rewrite(text: str) -> str:
+    if "]:" in text or (not text.startswith("[") and text.count(":") == 1):
+        parse_address(text, allow_port_zero=False)
+    elif text:
+        parse_host(text)
+    return text
+
+
+_PATH_RE = re.compile(r"/[\x21-\x7e]*")
+
+
+def _path_prefix(text: str) -> str:
+    if not _PATH_RE.fullmatch(text) or "?" in text or "#" in text:
+        raise ValueError("")
+    return text
+
+
+def _log_path(text: str) -> str:
+    if not text or "\x00" in text:
+        raise ValueError("")
+    return text
+
+
+def _table(cls: type) -> _Conv:
+    return _Conv("a table", lambda value, path: _parse_table(cls, value, path))
+
+
+def _array_of_tables(cls: type, expected: str, default_name: Callable[[int], str]) -> _Conv:
+    def fn(value: Any, path: str) -> tuple:
+        if not isinstance(value, list) or not value:
+            raise _Bad()
+        return tuple(
+            _parse_table(cls, item, f"{path}[{i}]", defaults={"name": default_name(i)}) for i, item in enumerate(value)
+        )
+
+    return _Conv(expected, fn)
+
+
+def _servers() -> _Conv:
+    item_expected = '"host:port" or a table like {address = "host:port", weight = 2}'
+    address = _address(allow_port_zero=False)
+
+    def fn(value: Any, path: str) -> tuple[UpstreamServerConfig, ...]:
+        if not isinstance(value, list) or not value:
+            raise _Bad()
+        servers: list[UpstreamServerConfig] = []
+        for i, item in enumerate(value):
+            key = f"{path}[{i}]"
+            if isinstance(item, str):
+                server = UpstreamServerConfig(address=_convert(address, item, key))
+            elif isinstance(item, dict):
+                server = _parse_table(UpstreamServerConfig, item, key)
+            else:
+                raise ConfigError(None, key, item, item_expected)
+            for j, earlier in enumerate(servers):
+                if earlier.address == server.address:
+                    raise ConfigError(None, key, item, "each server listed once", reason=f"same address as {path}[{j}]")
+            servers.append(server)
+        return tuple(servers)
+
+    return _Conv('a non-empty array of servers like ["10.0.0.1:8080", {address = "10.0.0.2:8080", weight = 2}]', fn)
+
+
+def _clusters() -> _Conv:
+    def fn(value: Any, path: str) -> dict[str, UpstreamConfig]:
+        if not isinstance(value, dict) or not value:
+            raise _Bad()
+        clusters = {}
+        for name, table in value.items():
+            if not _NAME_RE.fullmatch(name):
+                raise ConfigError(None, _join(path, name), None, _NAME_EXPECTED, reason="invalid cluster name")
+            clusters[name] = _parse_table(UpstreamConfig, table, _join(path, name), fixed={"name": name})
+        return clusters
+
+    return _Conv("at least one [upstreams.NAME] table with servers = [...]", fn)
+
+
+_CLUSTER_NAME_EXPECTED = "the name of an [upstreams.NAME] cluster"
+
+
+REQUIRED: Any = dataclasses.MISSING
+
+
+def _spec(default: Any, conv: _Conv, doc: str, *, required: bool = False) -> Any:
+    """A schema field: default (``REQUIRED`` for none), converter and doc line; ``required`` overrides a default."""
+    metadata = {"conv": conv, "doc": doc, "required": required, "toml": True}
+    return field(default=default, metadata=metadata)
+
+
+def _sub(cls: type, doc: str) -> Any:
+    """A sub-table field, defaulting to the sub-table's own defaults."""
+    return field(default_factory=cls, metadata={"conv": _table(cls), "doc": doc, "required": False, "toml": True})
+
+
+def _internal(doc: str) -> Any:
+    """A field that is not a TOML key (filled in by the parser)."""
+    return field(metadata={"doc": doc, "toml": False})
+
+
+def _parse_table(cls: type, data: Any, path: str, *, defaults: dict | None = None, fixed: dict | None = None) -> Any:
+    """Build ``cls`` from a TOML table following the field metadata (the generic validator)."""
+    if not isinstance(data, dict):
+        raise ConfigError(None, path, data, "a table")
+    fields = [f for f in dataclasses.fields(cls) if f.metadata.get("toml")]
+    known = {f.name for f in fields}
+    for key in data:
+        if key not in known:
+            raise ConfigError(None, _join(path, key), None, "one of: " + ", ".join(sorted(known)), reason="unknown key")
+    kwargs = dict(fixed or {})
+    for f in fields:
+        key = _join(path, f.name)
+        if f.name in data:
+            kwargs[f.name] = _convert(f.metadata["conv"], data[f.name], key)
+        elif defaults and f.name in defaults:
+            kwargs[f.name] = defaults[f.name]
+        elif f.metadata["required"] or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
+            raise ConfigError(None, key, None, f.metadata["conv"].expected, missing=True)
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True, slots=True)
+class TcpKeepaliveConfig:
+    enabled: bool = _spec(True, _boolean(), "send TCP keepalive probes so dead peers are noticed on idle connections")
+    idle: float = _spec(60.0, _duration(kernel_seconds=True), "idle time before the first probe (whole seconds)")
+    interval: float = _spec(10.0, _duration(kernel_seconds=True), "time between unanswered probes (whole seconds)")
+    count: int = _spec(6, _integer(1, 127), "unanswered probes before the connection is dropped")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    loop: str = _spec("uvloop", _choice("uvloop", "asyncio"), 'event loop: "uvloop" (fast) or "asyncio" (stdlib)')
+    drain_timeout: float = _spec(30.0, _duration(positive=False),
+                                 "on shutdown, how long in-flight requests may finish (0 = close at once)")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    enabled: bool = _spec(True, _boolean(), "serve the admin endpoint (metrics, health); keep it off public networks")
+    address: Address = _spec(Address("127.0.0.1", 9901), _address(allow_port_zero=True),
+                             "where the admin endpoint listens (port 0 = any free port)")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    name: str = _spec(REQUIRED, _string(_NAME_EXPECTED, _check_name),
+                      'name used in logs and metrics (default "main", then "listener1", ...)')
+    address: Address = _spec(REQUIRED, _address(allow_port_zero=True),
+                             "host:port to accept client connections on (port 0 = any free port)")
+    backlog: int = _spec(511, _integer(1, 65535), "kernel accept queue length (capped by net.core.somaxconn)")
+
+
+@dataclass(frozen=True, slots=True)
+class DownstreamConfig:
+    header_timeout: float = _spec(60.0, _duration(), "max time for a client to send a complete request head")
+    body_timeout: float = _spec(60.0, _duration(), "max gap between request body reads before the client is cut off")
+    send_timeout: float = _spec(60.0, _duration(), "max time a write to a slow client may stall")
+    keepalive_timeout: float = _spec(75.0, _duration(), "how long an idle client connection is kept open")
+    keepalive_requests: int = _spec(1000, _integer(1), "requests served on one client connection before closing it")
+    max_header_size: int = _spec(16 * 1024, _size(1024, 1024**2),
+                                 "largest request head (request line + headers) accepted; bigger is refused")
+    drain_body_limit: int = _spec(1024**2, _size(),
+                                  "unread request body discarded to keep a connection reusable; beyond it we close")
+    max_pipelined_bytes: int = _spec(64 * 1024, _size(),
+                                     "pipelined request bytes buffered while a response is in flight")
+    tcp_keepalive: TcpKeepaliveConfig = _sub(TcpKeepaliveConfig, "TCP keepalive on client connections")
+
+
+@dataclass(frozen=True, slots=True)
+class HeadersConfig:
+    x_forwarded: bool = _spec(True, _boolean(), "add X-Forwarded-For/-Proto/-Host so upstreams see the real client")
+    request_id: bool = _spec(True, _boolean(), "add X-Request-Id when the client sent none, and log it")
+    via: bool = _spec(False, _boolean(), "add a Via header to requests and responses")
+    traceparent: str = _spec("pass", _choice("pass", "generate"),
+                             '"pass" forwards W3C traceparent as sent; "generate" also creates one when missing')
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogConfig:
+    enabled: bool = _spec(True, _boolean(), "write one log line per request")
+    path: str = _spec("-", _string('a file path or "-" for stdout', _log_path), 'file to append to, or "-" for stdout')
+    sample_rate: float = _spec(1.0, _number(0, 1), "fraction of requests logged, from 0 to 1")
+    buffer_lines: int = _spec(8192, _integer(1), "lines buffered in memory before new lines are dropped")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    max_idle_per_server: int = _spec(32, _integer(0), "idle keep-alive connections kept per server (0 = no reuse)")
+    max_idle_total: int = _spec(256, _integer(0), "idle connections kept for the whole cluster")
+    idle_timeout: float = _spec(60.0, _duration(),
+                                "close pooled connections idle this long (keep it below the server's own timeout)")
+    max_requests_per_connection: int = _spec(1000, _integer(1), "close an upstream connection after this many requests")
+    connect_timeout: float = _spec(5.0, _duration(), "max time to open a TCP connection to a server")
+    tcp_keepalive: TcpKeepaliveConfig = _sub(TcpKeepaliveConfig, "TCP keepalive on upstream connections")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamServerConfig:
+    address: Address = _spec(REQUIRED, _address(allow_port_zero=False), "server host:port")
+    weight: int = _spec(1, _integer(1, 1000), "share of traffic relative to the other servers")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    name: str = _internal("the NAME in [upstreams.NAME]")
+    servers: tuple[UpstreamServerConfig, ...] = _spec(REQUIRED, _servers(),
+                                                      'servers: "host:port" or {address = "host:port", weight = N}')
+    balance: str = _spec("round_robin", _choice("round_robin", "least_request"),
+                         '"round_robin" (weighted) or "least_request" (fewest requests in flight)')
+    tries: int = _spec(2, _integer(1, 10), "total attempts per request, the first included")
+    retry_methods: tuple[str, ...] = _spec(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"), _methods(),
+                                           "request methods that may be retried on another server")
+    response_timeout: float = _spec(60.0, _duration(), "max wait for the response head once the request is sent")
+    body_timeout: float = _spec(60.0, _duration(), "max gap between response body reads")
+    request_timeout: float = _spec(0.0, _duration(positive=False),
+                                   "limit for the whole exchange, retries included (0 = off)")
+    pool: PoolConfig = _sub(PoolConfig, "connection pool for this cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    name: str = _spec(REQUIRED, _string(_NAME_EXPECTED, _check_name),
+                      'name used in logs and metrics (default "route0", "route1", ...)')
+    host: str = _spec("", _string('"" (any host), a host like "api.example.com" or a wildcard like "*.example.com"',
+                                  _route_host),
+                      'Host to match: "" any, "api.example.com" exact, "*.example.com" any subdomain')
+    path_prefix: str = _spec("/", _string('a path starting with "/", like "/api/"', _path_prefix),
+                             "request paths starting with this match")
+    upstream: str = _spec("", _string(_CLUSTER_NAME_EXPECTED), "the [upstreams.NAME] cluster serving matched requests",
+                          required=True)
+    strip_prefix: bool = _spec(False, _boolean(), "remove path_prefix from the path before forwarding")
+    host_rewrite: str = _spec("", _string('"" or a host like "backend.internal" or "backend.internal:8080"',
+                                          _host_rewrite),
+                              "Host header sent upstream (\"\" keeps the client's Host)")
+    websocket: bool = _spec(False, _boolean(), "allow WebSocket (Upgrade) requests on this route")
+
+
+_LISTENERS = _array_of_tables(ListenerConfig, "at least one [[listeners]] table",
+                              lambda i: "main" if i == 0 else f"listener{i}")
+_ROUTES = _array_of_tables(RouteConfig, "at least one [[routes]] table", lambda i: f"route{i}")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str = _internal('file the config came from, or "<command line>"')
+    server: ServerConfig = _sub(ServerConfig, "process-wide settings")
+    admin: AdminConfig = _sub(AdminConfig, "admin endpoint")
+    listeners: tuple[ListenerConfig, ...] = _spec((ListenerConfig("main", Address("127.0.0.1", 8080)),), _LISTENERS,
+                                                  "where client connections are accepted")
+    downstream: DownstreamConfig = _sub(DownstreamConfig, "client-side limits and timeouts")
+    headers: HeadersConfig = _sub(HeadersConfig, "headers added to proxied requests")
+    access_log: AccessLogConfig = _sub(AccessLogConfig, "per-request log")
+    upstreams: dict[str, UpstreamConfig] = field(default_factory=dict, metadata={
+        "conv": _clusters(), "doc": "upstream clusters by name", "required": True, "toml": True})
+    routes: tuple[RouteConfig, ...] = _spec((), _ROUTES, "request routing rules", required=True)
+
+    def warnings(self) -> list[str]:
+        """Legal but suspicious settings, as sentences for the operator."""
+        out: list[str] = []
+        if self.admin.enabled and self.admin.address.host in ("0.0.0.0", "::"):
+            out.append(f"admin listens on {self.admin.address}, reachable from other hosts; prefer a loopback address")
+        used = {route.upstream for route in self.routes}
+        for name, cluster in self.upstreams.items():
+            pool, n = cluster.pool, len(cluster.servers)
+            if pool.max_idle_total < n * pool.max_idle_per_server:
+                out.append(
+                    f"upstreams.{name}: the per-server idle cap of {pool.max_idle_per_server} is unreachable: "
+                    f"only {pool.max_idle_total} idle connections fit in the cluster's total cap, "
+                    f"i.e. about {pool.max_idle_total // n} per server across {n} servers"
+                )
+            if name not in used:
+                out.append(f"upstreams.{name} is not used by any route")
+        seen: dict[tuple[str, str], int] = {}
+        for i, route in enumerate(self.routes):
+            match = (route.host, route.path_prefix)
+            if match in seen:
+                j = seen[match]
+                out.append(
+                    f"routes[{i}] ({route.name}) is shadowed by routes[{j}] ({self.routes[j].name}), which has "
+                    f'the same host "{route.host or "*"}" and path_prefix "{route.path_prefix}"'
+                )
+            else:
+                seen[match] = i
+        return out
+
+    def summary(self) -> str:
+        """Short human summary, printed by ``edgeproxy check``."""
+        lines = [f"config: {self.source}", "listeners:"]
+        lines += [f"  {ln.name}  {ln.address}  backlog {ln.backlog}" for ln in self.listeners]
+        lines.append("routes:")
+        for route in self.routes:
+            extras = [flag for flag in ("strip_prefix", "websocket") if getattr(route, flag)]
+            if route.host_rewrite:
+                extras.append(f"host_rewrite {route.host_rewrite}")
+            suffix = f"  ({', '.join(extras)})" if extras else ""
+            lines.append(f"  {route.name}  {route.host or '*'}  {route.path_prefix} -> {route.upstream}{suffix}")
+        lines.append("clusters:")
+        for name, cluster in self.upstreams.items():
+            pool = cluster.pool
+            lines += [
+                f"  {name}  {cluster.balance}  tries {cluster.tries}",
+                "    servers: " + ", ".join(f"{s.address} (weight {s.weight})" for s in cluster.servers),
+                f"    pool: {pool.max_idle_per_server} idle/server, {pool.max_idle_total} idle total, "
+                f"idle_timeout {format_duration(pool.idle_timeout)}, "
+                f"connect_timeout {format_duration(pool.connect_timeout)}",
+            ]
+        lines.append(f"admin: {self.admin.address}" if self.admin.enabled else "admin: disabled")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _duplicates(entries: list[tuple[str, Any, Any]], what: str) -> None:
+    """Raise on the first (key, comparable, raw value) whose comparable appeared before."""
+    seen: dict[Any, str] = {}
+    for key, comparable, raw in entries:
+        if comparable in seen:
+            raise ConfigError(None, key, raw, f"a unique {what}", f"same {what} as {seen[comparable]}")
+        seen[comparable] = key
+
+
+def _check_cross_fields(config: Config, data: dict) -> None:
+    raw_listeners = data.get("listeners") or [{}]
+    _duplicates(
+        [(f"listeners[{i}].name", ln.name, ln.name) for i, ln in enumerate(config.listeners)], "listener name"
+    )
+    addresses = [
+        (f"listeners[{i}].address", ln.address, raw_listeners[i].get("address"))
+        for i, ln in enumerate(config.listeners)
+        if ln.address.port != 0
+    ]
+    if config.admin.enabled and config.admin.address.port != 0:
+        addresses.append(("admin.address", config.admin.address, data.get("admin", {}).get("address")))
+    _duplicates(addresses, "address")
+    _duplicates([(f"routes[{i}].name", r.name, r.name) for i, r in enumerate(config.routes)], "route name")
+    for i, route in enumerate(config.routes):
+        if route.upstream not in config.upstreams:
+            known = ", ".join(config.upstreams)
+            expected = f"{_CLUSTER_NAME_EXPECTED}, one of: {known}"
+            raise ConfigError(None, f"routes[{i}].upstream", route.upstream, expected)
+
+
+def parse_config(data: dict, source: str) -> Config:
+    """Validate an already-parsed TOML document and build the Config."""
+    try:
+        config = _parse_table(Config, data, "", fixed={"source": source})
+        _check_cross_fields(config, data)
+    except ConfigError as exc:
+        raise ConfigError(source, exc.key, exc.value, exc.expected, exc.reason, exc.missing) from None
+    return config
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a TOML config file."""
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(source, None, reason=f"cannot read file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, None, reason=f"invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, None, reason=f"not valid UTF-8 (byte {exc.start})") from None
+    return parse_config(data, source)
+
+
+def quick_config(listen: list[str], upstreams: list[str], admin: str | None, loop: str | None = None) -> Config:
+    """Config for ``edgeproxy run --listen ADDR --upstream HOST:PORT`` (no file); defaults elsewhere."""
+    data: dict[str, Any] = {
+        "upstreams": {"default": {"servers": list(upstreams)}},
+        "routes": [{"name": "default", "path_prefix": "/", "upstream": "default"}],
+    }
+    if listen:
+        data["listeners"] = [{"address": address} for address in listen]
+    if admin is not None:
+        data["admin"] = {"address": admin}
+    if loop is not None:
+        data["server"] = {"loop": loop}
+    return parse_config(data, COMMAND_LINE)

@@ -1,0 +1,454 @@
+"""Downstream side: one protocol per client connection.
+
+Theory of operation
+-------------------
+A client connection is a small state machine over one input buffer:
+
+``HEAD``       collecting a request head (``header_timeout`` from the first
+               byte, or from accept for the first request; ``keepalive_timeout``
+               while idle between requests);
+``BODY_WAIT``  the head is routed, the body waits until the exchange has an
+               upstream connection (reading is paused so nothing piles up);
+``BODY``       request body bytes are decoded and handed to the exchange
+               (``body_timeout`` idle, not counted while the proxy itself
+               paused reading for flow control);
+``RESP``       the request is complete, its response is being relayed; bytes
+               of pipelined requests wait in the buffer (reading pauses above
+               ``max_pipelined_bytes``), so responses go out strictly in
+               request order;
+``DRAIN``      the response finished before the request body did: the rest
+               of the body is read and discarded, up to ``drain_body_limit``,
+               then the connection continues or closes — it is never reused
+               with unread bytes in it;
+``TUNNEL``     after a 101, bytes are relayed as they are;
+``CLOSED``.
+
+Reading is paused for up to three reasons at once (upstream cannot take
+more, waiting for the upstream, pipeline buffer full) and resumes only when
+none is left. Writing backpressure is passed to the exchange, which pauses
+the upstream; a client that does not read for ``send_timeout`` is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from . import codec
+from .accesslog import format_time
+from .answers import error_response
+from .codec import LengthDecoder, ParseError
+from .exchange import Exchange
+
+S_HEAD = 0
+S_BODY_WAIT = 1
+S_BODY = 2
+S_RESP = 3
+S_DRAIN = 4
+S_TUNNEL = 5
+S_CLOSED = 6
+
+P_UPSTREAM = 1
+P_WAIT = 2
+P_PIPELINE = 4
+
+K_IDLE = 1
+K_HEADER = 2
+K_BODY = 3
+
+_monotonic = time.monotonic
+
+
+class Downstream(asyncio.Protocol):
+    def __init__(self, server, listener: str):
+        self.server = server
+        self.cfg = server.config.downstream
+        self.listener = listener
+        self.transport = None
+        self.client_ip = b""
+        self.client_addr = ""
+        self.buf = bytearray()
+        self.scan = 0
+        self.state = S_HEAD
+        self.paused = 0
+        self.exchange = None
+        self.req_head = None
+        self.decoder = None
+        self.requests = 0
+        self.drained = 0
+        self.client_eof = False
+        self.write_paused = False
+        self.last_read = 0.0
+        self._processing = False
+        self._timer = None
+        self._tkind = 0
+        self._send_timer = None
+
+    # ------------------------------------------------------------------
+    # asyncio callbacks
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client_ip = str(peer[0]).encode()
+            self.client_addr = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
+        self.server.connection_opened(self)
+        self._arm(K_HEADER, self.cfg.header_timeout)
+
+    def data_received(self, data):
+        state = self.state
+        if state == S_BODY:
+            self.last_read = _monotonic()
+            self._feed_body(data)
+        elif state == S_HEAD:
+            if self._tkind == K_IDLE:
+                self._arm(K_HEADER, self.cfg.header_timeout)
+            self.buf += data
+            if not self._processing:
+                self._process()
+        elif state == S_RESP or state == S_BODY_WAIT:
+            self.buf += data
+            if state == S_RESP and len(self.buf) > self.cfg.max_pipelined_bytes:
+                self._pause(P_PIPELINE)
+        elif state == S_DRAIN:
+            self.last_read = _monotonic()
+            self._feed_body(data)
+        elif state == S_TUNNEL:
+            self.exchange.tunnel_data(data)
+
+    def eof_received(self):
+        self.client_eof = True
+        if self.state == S_HEAD and not self.buf:
+            return False  # idle keep-alive connection closed by the client
+        if self.state == S_TUNNEL:
+            return False
+        # the client half-closed after sending its request: answer, then close
+        return True
+
+    def connection_lost(self, exc):
+        self.state = S_CLOSED
+        self._cancel_timer()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            ex.client_gone()
+        self.server.connection_closed(self)
+
+    def pause_writing(self):
+        self.write_paused = True
+        self._send_timer = self.server.loop.call_later(self.cfg.send_timeout, self._on_send_timeout)
+        ex = self.exchange
+        if ex is not None:
+            ex.downstream_pause_writing(True)
+
+    def resume_writing(self):
+        self.write_paused = False
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        ex = self.exchange
+        if ex is not None:
+            ex.downstream_pause_writing(False)
+
+    # ------------------------------------------------------------------
+    # requests
+    def _process(self) -> None:
+        self._processing = True
+        try:
+            max_head = self.cfg.max_header_size
+            while self.state == S_HEAD and self.buf:
+                try:
+                    res = codec.parse_request_head(self.buf, max_head, self.scan)
+                except ParseError as exc:
+                    self._reject(exc)
+                    return
+                if res is None:
+                    self.scan = len(self.buf)
+                    return
+                head, n = res
+                self.scan = 0
+                del self.buf[:n]
+                self._on_request(head)
+        finally:
+            self._processing = False
+
+    def _on_request(self, head) -> None:
+        self.requests += 1
+        self._cancel_timer()
+        server = self.server
+        now = _monotonic()
+        self.req_head = head
+        self.decoder = codec.make_decoder(head.framing, head.content_length) if head.framing else None
+        rid, trace, add_tp = server.headers.ids(head)
+        route = server.router.match(head.host, head.target)
+        if route is None:
+            self.state = S_RESP
+            self._local_answer(head, 404, "no_route", rid, trace, now)
+            return
+        ex = Exchange(self, head, route, server.clusters[route.upstream], now)
+        self.exchange = ex
+        if self.decoder is not None:
+            self.state = S_BODY_WAIT
+            self._pause(P_WAIT)
+        else:
+            self.state = S_RESP
+        ex.start(rid, trace, add_tp)
+
+    def start_body(self, ex) -> None:
+        """The exchange is ready for the request body."""
+        if self.state != S_BODY_WAIT or ex is not self.exchange:
+            return
+        self.state = S_BODY
+        self.last_read = _monotonic()
+        self._arm(K_BODY, self.cfg.body_timeout)
+        self._resume(P_WAIT)
+        if self.buf:
+            data = bytes(self.buf)
+            self.buf.clear()
+            self._feed_body(data)
+
+    def _feed_body(self, data: bytes) -> None:
+        try:
+            payload, rest = self.decoder.feed(data)
+        except ParseError as exc:
+            self._body_error(exc)
+            return
+        draining = self.state == S_DRAIN
+        if payload:
+            if draining:
+                self.drained += len(payload)
+                if self.drained > self.cfg.drain_body_limit:
+                    self.close()
+                    return
+            else:
+                self.exchange.body_data(payload)
+        if rest is not None:
+            self.decoder = None
+            self._cancel_timer()
+            if rest:
+                self.buf += rest
+            if draining:
+                self._next_request()
+            else:
+                self.state = S_RESP
+                if len(self.buf) > self.cfg.max_pipelined_bytes:
+                    self._pause(P_PIPELINE)
+                self.exchange.body_done()
+
+    def _body_error(self, exc: ParseError) -> None:
+        """Malformed request body framing: the connection cannot continue."""
+        self.decoder = None
+        ex = self.exchange
+        if ex is not None and ex.resp is None and not ex.finished:
+            ex._fail_client(exc.status, exc.code)
+        elif ex is not None:
+            ex.client_gone()
+            self.abort()
+        else:
+            self.abort()
+
+    def _reject(self, exc: ParseError) -> None:
+        """A request head we refuse: answer and close (framing is in doubt)."""
+        from .headers import new_request_id
+
+        rid = new_request_id()
+        self.req_head = None
+        self.decoder = None
+        self.state = S_RESP
+        self.server.metrics.request_done("none", exc.status, 0.0)
+        self._log_local(None, exc.status, exc.code, rid, b"", _monotonic())
+        self.write(error_response(exc.status, exc.code, rid, False))
+        self.response_done(False)
+
+    def _local_answer(self, head, status: int, code: str, rid: bytes, trace: bytes, started: float) -> None:
+        """An answer made by the proxy itself (no upstream involved)."""
+        self.server.metrics.request_done("none", status, _monotonic() - started)
+        self._log_local(head, status, code, rid, trace, started)
+        self.send_error(status, code, rid)
+
+    def _log_local(self, head, status, code, rid, trace, started) -> None:
+        log = self.server.accesslog
+        if log is None:
+            return
+        log.log(
+            {
+                "time": format_time(time.time()),
+                "client": self.client_addr,
+                "method": head.method.decode("latin-1") if head else None,
+                "path": head.target.decode("latin-1") if head else None,
+                "status": status,
+                "bytes_in": 0,
+                "bytes_out": 0,
+                "route": None,
+                "upstream": None,
+                "server": None,
+                "connect_time": None,
+                "ttfb": None,
+                "duration": _monotonic() - started,
+                "request_id": rid.decode("latin-1"),
+                "trace_id": trace.decode("latin-1") or None,
+                "outcome": code,
+            }
+        )
+
+    # ------------------------------------------------------------------
+    # answers
+    def can_keep_alive(self, head) -> bool:
+        return (
+            head is not None
+            and head.keep_alive
+            and not self.client_eof
+            and not self.server.draining
+            and self.requests < self.cfg.keepalive_requests
+        )
+
+    def can_drain(self) -> bool:
+        """Whether the unread rest of the request body may be read and dropped."""
+        dec = self.decoder
+        if dec is None:
+            return True
+        return type(dec) is LengthDecoder and dec.remaining <= self.cfg.drain_body_limit
+
+    def send_error(self, status: int, code: str, rid: bytes) -> None:
+        head = self.req_head
+        keep = self.can_keep_alive(head) and self.can_drain()
+        http10 = head is not None and head.version == b"1.0"
+        self.write(error_response(status, code, rid, keep, http10, 1 if status == 503 else 0))
+        self.response_done(keep)
+
+    def response_done(self, keep: bool) -> None:
+        """The response to the current request is complete."""
+        self.exchange = None
+        self.req_head = None
+        if self.state == S_CLOSED:
+            return
+        if not keep:
+            self.close()
+            return
+        if self.decoder is not None:
+            self.state = S_DRAIN
+            self.drained = 0
+            self.last_read = _monotonic()
+            self._arm(K_BODY, self.cfg.body_timeout)
+            self._resume(P_WAIT | P_UPSTREAM)
+            if self.buf:
+                data = bytes(self.buf)
+                self.buf.clear()
+                self._feed_body(data)
+            return
+        self._next_request()
+
+    def _next_request(self) -> None:
+        self.state = S_HEAD
+        self._resume(P_PIPELINE | P_UPSTREAM | P_WAIT)
+        if self.client_eof and not self.buf:
+            self.close()
+            return
+        if self.buf:
+            self._arm(K_HEADER, self.cfg.header_timeout)
+            if not self._processing:
+                self._process()
+        else:
+            self._arm(K_IDLE, self.cfg.keepalive_timeout)
+
+    def start_tunnel(self, ex) -> None:
+        self.state = S_TUNNEL
+        self._cancel_timer()
+        self._resume(P_WAIT | P_UPSTREAM | P_PIPELINE)
+        if self.buf:
+            data = bytes(self.buf)
+            self.buf.clear()
+            ex.tunnel_data(data)
+
+    def write(self, data: bytes) -> None:
+        if self.state != S_CLOSED:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.state != S_CLOSED and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.state != S_CLOSED and self.transport is not None:
+            self.transport.abort()
+
+    def close_if_idle(self) -> bool:
+        """Shutdown: close now if no request is in progress."""
+        if self.state == S_HEAD and not self.buf and self.exchange is None:
+            self.close()
+            return True
+        return False
+
+    # ------------------------------------------------------------------
+    # flow control
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.state != S_CLOSED:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reasons: int) -> None:
+        if self.paused:
+            self.paused &= ~reasons
+            if not self.paused and self.state != S_CLOSED:
+                self.transport.resume_reading()
+
+    def pause_for_upstream(self, paused: bool) -> None:
+        if paused:
+            self._pause(P_UPSTREAM)
+        else:
+            self._resume(P_UPSTREAM)
+
+    # ------------------------------------------------------------------
+    # timers
+    def _arm(self, kind: int, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._tkind = kind
+        self._timer = self.server.loop.call_later(delay, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._tkind = 0
+
+    def _on_timer(self) -> None:
+        kind = self._tkind
+        self._timer = None
+        self._tkind = 0
+        state = self.state
+        metrics = self.server.metrics
+        if kind == K_IDLE:
+            if state == S_HEAD and not self.buf:
+                metrics.timeout("downstream", "keepalive")
+                self.close()
+        elif kind == K_HEADER:
+            if state == S_HEAD:
+                metrics.timeout("downstream", "header")
+                self._reject(ParseError(408, "request_header_timeout", "request head not received in time"))
+        elif kind == K_BODY and (state == S_BODY or state == S_DRAIN):
+            timeout = self.cfg.body_timeout
+            if self.paused & (P_UPSTREAM | P_WAIT):
+                self._arm(K_BODY, timeout)  # we stopped reading; not the client's fault
+                return
+            left = self.last_read + timeout - _monotonic()
+            if left > 0:
+                self._arm(K_BODY, left)
+                return
+            metrics.timeout("downstream", "body")
+            ex = self.exchange
+            if ex is not None and ex.resp is None and not ex.finished:
+                ex._fail_client(408, "request_body_timeout")
+            else:
+                if ex is not None:
+                    ex.client_gone()
+                self.abort()
+
+    def _on_send_timeout(self) -> None:
+        self._send_timer = None
+        if self.write_paused and self.state != S_CLOSED:
+            self.server.metrics.timeout("downstream", "send")
+            self.abort()

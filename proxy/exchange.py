@@ -1,0 +1,583 @@
+"""One proxied request, from a parsed head to a finished response.
+
+Theory of operation
+-------------------
+The downstream protocol parses a request head, routes it and creates an
+``Exchange``. The exchange owns everything on the upstream side for that
+request and runs it as named phases driven by callbacks (no Task):
+
+``attempt``   pick a server (balancer, skipping servers this request already
+              tried), take an idle pooled connection or open a new one.
+``send``      write the rewritten head; ask the downstream to stream the
+              body (``body_data`` / ``body_done``), re-framed for upstream.
+``wait head`` parse the response head (1xx are relayed to HTTP/1.1 clients;
+              101 turns the exchange into a tunnel when the route allows).
+``relay``     decode the response body by its framing and re-encode it for
+              the client (Content-Length passes through; chunked or
+              read-until-close becomes chunked for HTTP/1.1 clients and
+              read-until-close for HTTP/1.0 ones).
+``finish``    give the upstream connection back (reused only when both
+              messages ended cleanly), log, count, tell the downstream.
+
+Failures are ``errors.ProxyError`` values. Before any response byte went to
+the client the exchange may retry (idempotent method, tries left, deadline
+not passed, and no request body byte sent) or answer with the error's status
+and a JSON body; after the response started, the only honest signal left is
+closing the client connection.
+
+Timers: one handle per exchange, re-armed at phase changes. While waiting for
+the response head it enforces ``response_timeout`` (from the moment the
+request was fully sent) and the overall ``request_timeout``; while relaying
+it enforces ``body_timeout`` as an idle timeout between upstream reads; while
+the request body is stalled because the upstream stopped reading, it
+enforces ``body_timeout`` too. Flow control is symmetric: a side whose
+transport buffer is over its high-water mark pauses reading on the other.
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import codec, errors
+from .accesslog import format_time
+from .answers import error_response
+from .codec import FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, encode_chunk
+
+# response phases
+WAIT_HEAD = 0
+BODY = 1
+DONE = 2
+TUNNEL = 3
+
+_monotonic = time.monotonic
+
+
+class Exchange:
+    __slots__ = (
+        "down", "server_ctx", "head", "route", "cluster", "started", "wall_start", "rid", "trace",
+        "up_head", "chunk_up", "tried", "attempts", "server", "conn", "reused", "req_done",
+        "req_done_at", "body_started", "phase", "rbuf", "rscan", "resp", "dec", "chunk_out", "keep",
+        "status", "outcome", "bytes_in", "bytes_out", "connect_time", "ttfb", "timer", "last_up",
+        "deadline", "finished", "up_eof", "upgrade", "fresh_retry", "stall_since", "last_error",
+    )
+
+    def __init__(self, down, head, route, cluster, now: float):
+        self.down = down
+        self.server_ctx = down.server
+        self.head = head
+        self.route = route
+        self.cluster = cluster
+        self.started = now
+        self.wall_start = time.time()
+        self.tried: list = []
+        self.attempts = 0
+        self.server = None
+        self.conn = None
+        self.reused = False
+        self.req_done = False
+        self.req_done_at = 0.0
+        self.body_started = False
+        self.phase = WAIT_HEAD
+        self.rbuf = None
+        self.rscan = 0
+        self.resp = None
+        self.dec = None
+        self.chunk_out = False
+        self.keep = False
+        self.status = 0
+        self.outcome = ""
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.connect_time = None
+        self.ttfb = None
+        self.timer = None
+        self.last_up = 0.0
+        self.finished = False
+        self.up_eof = False
+        self.upgrade = False
+        self.fresh_retry = False
+        self.stall_since = 0.0
+        self.last_error = None
+        rt = cluster.cfg.request_timeout
+        self.deadline = now + rt if rt > 0 else float("inf")
+
+    # ------------------------------------------------------------------
+    # start
+    def start(self, rid: bytes, trace: bytes, add_traceparent: bytes) -> None:
+        head = self.head
+        route = self.route
+        ctx = self.server_ctx
+        self.rid = rid
+        self.trace = trace
+        target = route.rewrite_target(head.target)
+        host = route.host_rewrite or head.host or self.cluster.default_host
+        extra = ctx.headers.request_extra(head, self.down.client_ip, rid, add_traceparent)
+        if head.upgrade and route.websocket and b"websocket" in head.upgrade.lower():
+            self.upgrade = True
+            extra.append((b"Connection", b"upgrade"))
+            extra.append((b"Upgrade", head.upgrade))
+        framing = head.framing
+        self.chunk_up = framing == FRAMING_CHUNKED
+        if framing == FRAMING_LENGTH:
+            extra.append((b"Content-Length", b"%d" % head.content_length))
+        elif self.chunk_up:
+            extra.append((b"Transfer-Encoding", b"chunked"))
+        elif head.content_length == 0:
+            extra.append((b"Content-Length", b"0"))
+        self.up_head = codec.build_request_head(head, target, host, ctx.headers.request_drop, extra)
+        self._attempt()
+
+    # ------------------------------------------------------------------
+    # attempt
+    def _attempt(self) -> None:
+        now = _monotonic()
+        if now >= self.deadline:
+            self._fail(errors.RequestDeadline("request deadline passed before a response head"))
+            return
+        cluster = self.cluster
+        if self.fresh_retry:
+            server = self.server  # same server, new connection
+        else:
+            server = cluster.pick(self.tried)
+            if server is None:
+                self._fail(self.last_error or errors.NoServer("every server was tried"))
+                return
+            self.tried.append(server)
+        self.attempts += 1
+        self.server = server
+        server.active += 1
+        conn = None if self.fresh_retry else cluster.checkout(server)
+        self.fresh_retry = False
+        if conn is not None:
+            self.connect_time = 0.0
+            self._send(conn, True)
+        else:
+            cluster.connect(server, self._on_connect, self._on_connect_failed)
+
+    def _on_connect(self, conn, elapsed: float) -> None:
+        if self.finished:
+            self.server.active -= 1
+            self.cluster.release(conn, True)
+            return
+        self.connect_time = elapsed
+        self._send(conn, False)
+
+    def _on_connect_failed(self, err: errors.ProxyError, elapsed: float) -> None:
+        self.server.active -= 1
+        if self.finished:
+            return
+        self.cluster.metrics.client_request(self.cluster.name, "connect_error" if err.status == 502 else "timeout")
+        self._retry_or_fail(err)
+
+    def _retry_or_fail(self, err: errors.ProxyError) -> None:
+        cluster = self.cluster
+        if (
+            err.retryable
+            and not self.body_started
+            and self.attempts < cluster.cfg.tries
+            and self.head.method in cluster.retry_methods
+            and _monotonic() < self.deadline
+        ):
+            self.last_error = err
+            cluster.metrics.retry(cluster.name)
+            self._attempt()
+        else:
+            self._fail(err)
+
+    # ------------------------------------------------------------------
+    # send
+    def _send(self, conn, reused: bool) -> None:
+        self.conn = conn
+        self.reused = reused
+        conn.owner = self
+        conn.requests += 1
+        self.phase = WAIT_HEAD
+        self.rbuf = bytearray()
+        self.rscan = 0
+        conn.transport.write(self.up_head)
+        if self.deadline != float("inf"):
+            self._arm(self.deadline)
+        if self.head.framing != FRAMING_NONE:
+            if conn.paused:
+                self.upstream_pause_writing()
+            self.down.start_body(self)
+        else:
+            self._request_sent()
+
+    def body_data(self, payload: bytes) -> None:
+        """Request body payload from the downstream decoder."""
+        self.body_started = True
+        self.bytes_in += len(payload)
+        conn = self.conn
+        if conn is None or conn.closed:
+            return  # upstream gone (early response or failure): discard
+        conn.transport.write(encode_chunk(payload) if self.chunk_up else payload)
+
+    def body_done(self) -> None:
+        """The request body ended (downstream decoder reached its end)."""
+        conn = self.conn
+        if conn is not None and not conn.closed and self.chunk_up:
+            conn.transport.write(LAST_CHUNK)
+        self._request_sent()
+
+    def _request_sent(self) -> None:
+        self.req_done = True
+        self.req_done_at = _monotonic()
+        if self.phase == WAIT_HEAD and self.conn is not None:
+            self._arm_wait_head()
+
+    # ------------------------------------------------------------------
+    # upstream events
+    def upstream_data(self, data: bytes) -> None:
+        phase = self.phase
+        if phase == BODY:
+            self._relay(data)
+        elif phase == WAIT_HEAD:
+            self.rbuf += data
+            self._parse_response()
+        elif phase == TUNNEL:
+            self.last_up = _monotonic()
+            self.bytes_out += len(data)
+            self.down.write(data)
+        else:
+            # bytes after the end of the response: never reuse this connection
+            conn = self.conn
+            if conn is not None:
+                conn.close()
+
+    def _parse_response(self) -> None:
+        ctx = self.server_ctx
+        while True:
+            rbuf = self.rbuf
+            try:
+                res = codec.parse_response_head(rbuf, self.head.method, ctx.max_response_head, self.rscan)
+            except ParseError as exc:
+                self._upstream_failed(errors.InvalidResponse(exc.detail), retry=False)
+                return
+            if res is None:
+                self.rscan = len(rbuf)
+                return
+            head, n = res
+            self.rscan = 0
+            if head.status >= 200:
+                break
+            del rbuf[:n]
+            if head.status == 101:
+                if self.upgrade:
+                    self._start_tunnel(head)
+                    return
+                self._upstream_failed(errors.InvalidResponse("101 to a request that did not upgrade"), retry=False)
+                return
+            if self.head.version == b"1.1":
+                self.down.write(codec.build_response_head(head, ctx.headers.response_drop, ()))
+        rest = bytes(rbuf[n:])
+        self.rbuf = None
+        self._start_response(head)
+        if rest and self.phase == BODY:
+            self._relay(rest)
+
+    def _start_response(self, head) -> None:
+        now = _monotonic()
+        self.ttfb = now - self.started
+        self.resp = head
+        self.status = head.status
+        ctx = self.server_ctx
+        req = self.head
+        client11 = req.version == b"1.1"
+        keep = self.down.can_keep_alive(req) and (self.req_done or self.down.can_drain())
+        extra = ctx.headers.response_extra(self.rid)
+        framing = head.framing
+        if framing == FRAMING_LENGTH:
+            extra.append((b"Content-Length", b"%d" % head.content_length))
+        elif framing == FRAMING_NONE:
+            status = head.status
+            if req.method == b"HEAD":
+                if head.content_length >= 0:
+                    extra.append((b"Content-Length", b"%d" % head.content_length))
+            elif status != 204 and status != 304:
+                extra.append((b"Content-Length", b"0"))
+        elif client11:
+            extra.append((b"Transfer-Encoding", b"chunked"))
+            self.chunk_out = True
+        else:
+            keep = False
+        if not keep:
+            extra.append((b"Connection", b"close"))
+        elif not client11:
+            extra.append((b"Connection", b"keep-alive"))
+        self.keep = keep
+        self.down.write(codec.build_response_head(head, ctx.headers.response_drop, extra))
+        if framing == FRAMING_NONE:
+            self._response_complete(b"")
+            return
+        self.phase = BODY
+        self.dec = codec.make_decoder(framing, head.content_length, 502)
+        self.last_up = now
+        self._arm(now + self.cluster.cfg.body_timeout)
+
+    def _relay(self, data: bytes) -> None:
+        self.last_up = _monotonic()
+        try:
+            payload, rest = self.dec.feed(data)
+        except ParseError:
+            self._abort_midstream("invalid_upstream_response")
+            return
+        if payload:
+            self.bytes_out += len(payload)
+            self.down.write(encode_chunk(payload) if self.chunk_out else payload)
+        if rest is not None:
+            self._response_complete(rest)
+
+    def _response_complete(self, rest: bytes) -> None:
+        if self.chunk_out:
+            self.down.write(LAST_CHUNK)
+        self.phase = DONE
+        conn = self.conn
+        reusable = (
+            rest == b""
+            and self.req_done
+            and not self.up_eof
+            and self.resp.keep_alive
+        )
+        self._release(reusable)
+        self._finish("ok")
+        self.down.response_done(self.keep)
+
+    def upstream_eof(self) -> None:
+        self.up_eof = True
+        if self.phase == BODY and self.dec.eof():
+            self._response_complete(b"")
+        elif self.phase == TUNNEL:
+            self._end_tunnel("upstream_closed")
+        # otherwise connection_lost follows at once and decides
+
+    def upstream_lost(self, conn, exc) -> None:
+        if conn is not self.conn:
+            return
+        phase = self.phase
+        if phase == WAIT_HEAD:
+            retry = self.reused and not self.rbuf
+            self._upstream_failed(errors.UpstreamReset(str(exc) if exc else "closed before a response"), retry=retry)
+        elif phase == BODY:
+            if self.dec.eof():
+                self._response_complete(b"")
+            else:
+                self._abort_midstream("upstream_reset")
+        elif phase == TUNNEL:
+            self._end_tunnel("upstream_closed")
+
+    def upstream_pause_writing(self) -> None:
+        self.stall_since = _monotonic()
+        self.down.pause_for_upstream(True)
+        if self.phase == WAIT_HEAD and not self.req_done:
+            self._arm_wait_head()
+
+    def upstream_resume_writing(self) -> None:
+        self.stall_since = 0.0
+        self.down.pause_for_upstream(False)
+
+    def downstream_pause_writing(self, paused: bool) -> None:
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            if paused:
+                conn.transport.pause_reading()
+            else:
+                conn.transport.resume_reading()
+
+    # ------------------------------------------------------------------
+    # tunnel (Upgrade)
+    def _start_tunnel(self, head) -> None:
+        ctx = self.server_ctx
+        self.ttfb = _monotonic() - self.started
+        self.resp = head
+        self.status = 101
+        self.phase = TUNNEL
+        extra = ctx.headers.response_extra(self.rid)
+        extra.append((b"Connection", b"upgrade"))
+        if head.upgrade:
+            extra.append((b"Upgrade", head.upgrade))
+        self.down.write(codec.build_response_head(head, ctx.headers.response_drop, extra))
+        self.cluster.metrics.upgrade(self.route.name)
+        rest = bytes(self.rbuf)
+        self.rbuf = None
+        if rest:
+            self.down.write(rest)
+        self.last_up = _monotonic()
+        self._arm(self.last_up + self.cluster.cfg.body_timeout)
+        self.down.start_tunnel(self)
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Bytes from the client after a 101."""
+        self.last_up = _monotonic()
+        self.bytes_in += len(data)
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            conn.transport.write(data)
+
+    def _end_tunnel(self, outcome: str) -> None:
+        if self.finished:
+            return
+        self._release(False)
+        self._finish(outcome)
+        self.down.close()
+
+    # ------------------------------------------------------------------
+    # failures
+    def _upstream_failed(self, err: errors.ProxyError, retry: bool) -> None:
+        """The upstream failed before a response head reached the client."""
+        self._cancel_timer()
+        self._release(False)
+        self.cluster.metrics.client_request(self.cluster.name, "reset" if err.status == 502 else "timeout")
+        if retry and err.retryable and not self.body_started:
+            self.fresh_retry = True  # the pooled connection was stale: once, on a fresh one
+            self._retry_or_fail(err)
+        else:
+            self._fail(err)
+
+    def _fail(self, err: errors.ProxyError) -> None:
+        """Answer the client with the error (no response byte was sent yet)."""
+        if self.finished:
+            return
+        self._release(False)
+        self.status = err.status
+        self._finish(err.code)
+        self.down.send_error(err.status, err.code, self.rid)
+
+    def _fail_client(self, status: int, code: str) -> None:
+        """The client broke its request (bad body framing, body timeout) before
+        any response byte: answer with ``status`` and close, the framing of
+        the connection being in doubt."""
+        if self.finished:
+            return
+        self._release(False)
+        self.status = status
+        self._finish(code)
+        self.down.write(error_response(status, code, self.rid, False))
+        self.down.response_done(False)
+
+    def _abort_midstream(self, outcome: str) -> None:
+        """The response head went out already; closing is the only signal left."""
+        if self.finished:
+            return
+        self._release(False)
+        self._finish(outcome)
+        self.down.abort()
+
+    def client_gone(self) -> None:
+        """The client connection closed before the exchange finished."""
+        if self.finished:
+            return
+        self._release(False)
+        if not self.status:
+            self.status = 499
+        self._finish("client_closed")
+
+    # ------------------------------------------------------------------
+    # timers
+    def _arm(self, when: float) -> None:
+        t = self.timer
+        if t is not None:
+            t.cancel()
+        self.timer = self.server_ctx.loop.call_later(max(0.0, when - _monotonic()), self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        t = self.timer
+        if t is not None:
+            t.cancel()
+            self.timer = None
+
+    def _arm_wait_head(self) -> None:
+        """Arm the earliest deadline that applies while waiting for a head."""
+        cfg = self.cluster.cfg
+        nxt = self.deadline
+        if self.req_done:
+            nxt = min(nxt, self.req_done_at + cfg.response_timeout)
+        if self.stall_since:
+            nxt = min(nxt, self.stall_since + cfg.body_timeout)
+        if nxt != float("inf"):
+            self._arm(nxt)
+        else:
+            self._cancel_timer()
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        now = _monotonic()
+        cfg = self.cluster.cfg
+        phase = self.phase
+        metrics = self.cluster.metrics
+        if phase == WAIT_HEAD:
+            if self.conn is None:
+                return
+            if now >= self.deadline:
+                metrics.timeout("upstream", "request")
+                self._upstream_failed(errors.RequestDeadline("no response head before the request deadline"), retry=False)
+            elif self.req_done and now >= self.req_done_at + cfg.response_timeout:
+                metrics.timeout("upstream", "response")
+                self._upstream_failed(errors.ResponseTimeout("no response head in time"), retry=False)
+            elif self.stall_since and now >= self.stall_since + cfg.body_timeout:
+                metrics.timeout("upstream", "send")
+                self._upstream_failed(errors.ResponseTimeout("upstream stopped reading the request body"), retry=False)
+            else:
+                self._arm_wait_head()
+        elif phase == BODY or phase == TUNNEL:
+            idle_until = self.last_up + cfg.body_timeout
+            if now >= idle_until:
+                metrics.timeout("upstream", "body")
+                if phase == TUNNEL:
+                    self._end_tunnel("idle_timeout")
+                else:
+                    self._abort_midstream("upstream_timeout")
+            else:
+                self._arm(idle_until)
+
+    # ------------------------------------------------------------------
+    # finish
+    def _release(self, reusable: bool) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        self.conn = None
+        self.server.active -= 1
+        if conn.owner is self:
+            conn.owner = None
+        if conn.paused and self.down is not None:
+            self.down.pause_for_upstream(False)
+        self.cluster.release(conn, reusable)
+
+    def _finish(self, outcome: str) -> None:
+        self.finished = True
+        self._cancel_timer()
+        self.outcome = outcome
+        now = _monotonic()
+        duration = now - self.started
+        ctx = self.server_ctx
+        route = self.route.name
+        ctx.metrics.request_done(route, self.status, duration)
+        if self.resp is not None:
+            ctx.metrics.client_request(self.cluster.name, str(self.resp.status))
+        log = ctx.accesslog
+        if log is not None:
+            head = self.head
+            server = self.server
+            log.log(
+                {
+                    "time": format_time(self.wall_start),
+                    "client": self.down.client_addr,
+                    "method": head.method.decode("latin-1"),
+                    "path": head.target.decode("latin-1"),
+                    "status": self.status,
+                    "bytes_in": self.bytes_in,
+                    "bytes_out": self.bytes_out,
+                    "route": route,
+                    "upstream": self.cluster.name,
+                    "server": server.name if server is not None else None,
+                    "connect_time": self.connect_time,
+                    "ttfb": self.ttfb,
+                    "duration": duration,
+                    "request_id": self.rid.decode("latin-1"),
+                    "trace_id": self.trace.decode("latin-1") or None,
+                    "outcome": outcome,
+                }
+            )

@@ -1,0 +1,314 @@
+"""Prometheus metrics for edgeproxy.
+
+Theory of operation
+-------------------
+Every series the proxy exports is declared once, in ``METRICS_DOC`` below
+(name, type, label names, help text).  ``Metrics`` builds its collectors from
+that table, and the README's metrics list is generated from it, so the code
+and the documentation cannot drift apart (a unit test checks that what
+``render()`` emits and what ``METRICS_DOC`` lists are the same set).
+
+Each ``Metrics`` instance owns a private ``CollectorRegistry``; several proxies
+can therefore live in one process (as they do in the test suite) without
+their series colliding.
+
+Hot path.  Counters and the request-duration histogram are updated from the
+event loop for every request, so the recording methods avoid
+``.labels()`` (which validates and hashes label values on each call): the
+labelled child for a given label tuple is looked up once and then cached in a
+plain dict keyed by the caller's values (for example ``self._req[(route,
+code)]``).  After warm-up a hit costs one dict lookup plus the child's own
+increment.  Label values come from configuration (route and upstream names)
+or from small closed sets (status codes, reasons), so the caches stay small.
+
+Scrape-time gauges.  Values that are state rather than events (open
+connections, pool sizes) are not pushed from the hot path.  The proxy
+registers callbacks with ``set_gauge_source``; a custom collector evaluates
+them only when ``/metrics`` is scraped.  A callback that is not set yields
+``0`` for the unlabelled gauge and no samples for the labelled ones; a
+callback that raises is logged and its series is left out of that scrape
+rather than failing the whole scrape.
+
+Exposition.  ``render()`` returns the classic Prometheus text format.  The
+``*_created`` companion series that prometheus_client adds to counters and
+histograms are left out of ``render()`` (they would double the number of
+series and are not part of the documented set); this is done per instance,
+at scrape time, without touching prometheus_client's process-wide switch.
+``registry`` itself is untouched, so other exporters still see them.
+
+``NullMetrics`` has the same interface and does nothing; it lets the core be
+unit tested without a registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+__all__ = [
+    "METRICS_DOC",
+    "REQUEST_DURATION_BUCKETS",
+    "CONNECT_ERROR_REASONS",
+    "GAUGE_SOURCES",
+    "Metrics",
+    "NullMetrics",
+]
+
+_log = logging.getLogger(__name__)
+
+REQUEST_DURATION_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+)
+
+# Reasons accepted by ``Metrics.connect_error``; anything else is counted as "other".
+CONNECT_ERROR_REASONS = frozenset({"refused", "timeout", "reset", "unreachable", "dns", "other"})
+
+# (name, type, label names, help).  Names are the exposed family names, so a
+# counter is listed with its ``_total`` suffix.
+METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
+    ("http_server_requests_total", "counter", ("route", "code"),
+     "Downstream requests completed, by route and response status code."),
+    ("http_server_request_duration_seconds", "histogram", ("route",),
+     "Time from the first byte of a downstream request to the last byte of its response."),
+    ("http_server_upgrades_total", "counter", ("route",),
+     "Downstream connections switched to another protocol (e.g. WebSocket), by route."),
+    ("http_server_connections_active", "gauge", (),
+     "Downstream connections currently open."),
+    ("http_client_requests_total", "counter", ("upstream", "code"),
+     "Upstream request attempts, by upstream and status code or failure "
+     "(connect_error, timeout, reset, invalid_response)."),
+    ("http_client_connect_errors_total", "counter", ("upstream", "server", "reason"),
+     "Failed upstream connection attempts, by reason "
+     "(refused, timeout, reset, unreachable, dns, other)."),
+    ("http_client_retries_total", "counter", ("upstream",),
+     "Upstream request attempts that were retries of an earlier attempt."),
+    ("http_client_conn_pool_idle", "gauge", ("upstream", "server"),
+     "Idle keep-alive connections held in the upstream pool."),
+    ("http_client_conn_pool_active", "gauge", ("upstream", "server"),
+     "Upstream connections currently carrying a request."),
+    ("http_timeouts_total", "counter", ("side", "phase"),
+     "Timeouts fired, by side (downstream, upstream) and phase "
+     "(header, body, send, keepalive, connect, response, request)."),
+    ("accesslog_dropped_total", "counter", (),
+     "Access log lines dropped because the writer fell behind or the write failed."),
+    ("edgeproxy_build_info", "gauge", ("version", "codec"),
+     "Constant 1, labelled with the running version and HTTP codec."),
+]
+
+_SPEC: dict[str, tuple[str, tuple[str, ...], str]] = {
+    name: (kind, labels, help_) for name, kind, labels, help_ in METRICS_DOC
+}
+
+# Gauges evaluated at scrape time from callbacks (see Metrics.set_gauge_source).
+_UNLABELLED_GAUGES = ("http_server_connections_active",)
+_LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active")
+GAUGE_SOURCES = frozenset(_UNLABELLED_GAUGES + _LABELLED_GAUGES)
+
+
+class _ScrapeGauges:
+    """Collector yielding the callback-backed gauges, evaluated at each scrape."""
+
+    def __init__(self, sources: dict[str, Callable]) -> None:
+        self._sources = sources
+
+    def describe(self) -> Iterator[Metric]:
+        for name in _UNLABELLED_GAUGES + _LABELLED_GAUGES:
+            _, labels, help_ = _SPEC[name]
+            yield GaugeMetricFamily(name, help_, labels=labels or None)
+
+    def collect(self) -> Iterator[Metric]:
+        for name in _UNLABELLED_GAUGES:
+            _, _, help_ = _SPEC[name]
+            fn = self._sources.get(name)
+            try:
+                value = float(fn()) if fn is not None else 0.0
+            except Exception:
+                _log.exception("gauge source %s failed; series omitted from this scrape", name)
+                continue
+            yield GaugeMetricFamily(name, help_, value=value)
+        for name in _LABELLED_GAUGES:
+            _, labels, help_ = _SPEC[name]
+            fam = GaugeMetricFamily(name, help_, labels=labels)
+            fn = self._sources.get(name)
+            if fn is not None:
+                try:
+                    rows = [((str(up), str(srv)), float(v)) for (up, srv), v in fn()]
+                except Exception:
+                    _log.exception("gauge source %s failed; series omitted from this scrape", name)
+                    continue
+                for label_values, value in rows:
+                    fam.add_metric(label_values, value)
+            yield fam
+
+
+class _WithoutCreated:
+    """Scrape-time view of a registry with the ``*_created`` samples removed."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for fam in self._registry.collect():
+            created = fam.name + "_created"
+            # Families are rebuilt on every collect(), so filtering in place is safe.
+            fam.samples = [s for s in fam.samples if s.name != created]
+            yield fam
+
+
+class Metrics:
+    """All of the proxy's Prometheus series, on a private registry."""
+
+    def __init__(self, *, codec: str, version: str) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+
+        def counter(name: str) -> Counter:
+            kind, labels, help_ = _SPEC[name]
+            assert kind == "counter", name
+            return Counter(name, help_, labels, registry=reg)
+
+        self._req_total = counter("http_server_requests_total")
+        kind, labels, help_ = _SPEC["http_server_request_duration_seconds"]
+        self._req_duration = Histogram(
+            "http_server_request_duration_seconds", help_, labels,
+            buckets=REQUEST_DURATION_BUCKETS, registry=reg,
+        )
+        self._upgrades_total = counter("http_server_upgrades_total")
+        self._client_total = counter("http_client_requests_total")
+        self._connect_errors_total = counter("http_client_connect_errors_total")
+        self._retries_total = counter("http_client_retries_total")
+        self._timeouts_total = counter("http_timeouts_total")
+        self._accesslog_dropped = counter("accesslog_dropped_total")
+
+        kind, labels, help_ = _SPEC["edgeproxy_build_info"]
+        self._build_info = Gauge("edgeproxy_build_info", help_, labels, registry=reg)
+        self._build_info.labels(version=version, codec=codec).set(1)
+
+        self._gauge_sources: dict[str, Callable] = {}
+        reg.register(_ScrapeGauges(self._gauge_sources))
+        self._exposition = _WithoutCreated(reg)
+
+        # Caches of labelled children, keyed by the caller's own values.
+        self._req: dict[tuple[str, int], object] = {}
+        self._dur: dict[str, object] = {}
+        self._client: dict[tuple[str, str], object] = {}
+        self._conn_err: dict[tuple[str, str, str], object] = {}
+        self._retry: dict[str, object] = {}
+        self._upgrade: dict[str, object] = {}
+        self._timeout: dict[tuple[str, str], object] = {}
+
+    # -- hot path ---------------------------------------------------------
+
+    def request_done(self, route: str, code: int, duration: float) -> None:
+        key = (route, code)
+        child = self._req.get(key)
+        if child is None:
+            child = self._req[key] = self._req_total.labels(route, str(code))
+        child.inc()
+        hist = self._dur.get(route)
+        if hist is None:
+            hist = self._dur[route] = self._req_duration.labels(route)
+        hist.observe(duration)
+
+    def client_request(self, upstream: str, code: str) -> None:
+        key = (upstream, code)
+        child = self._client.get(key)
+        if child is None:
+            child = self._client[key] = self._client_total.labels(upstream, str(code))
+        child.inc()
+
+    def connect_error(self, upstream: str, server: str, reason: str) -> None:
+        key = (upstream, server, reason)
+        child = self._conn_err.get(key)
+        if child is None:
+            label = reason if reason in CONNECT_ERROR_REASONS else "other"
+            child = self._conn_err[key] = self._connect_errors_total.labels(upstream, server, label)
+        child.inc()
+
+    def retry(self, upstream: str) -> None:
+        child = self._retry.get(upstream)
+        if child is None:
+            child = self._retry[upstream] = self._retries_total.labels(upstream)
+        child.inc()
+
+    def upgrade(self, route: str) -> None:
+        child = self._upgrade.get(route)
+        if child is None:
+            child = self._upgrade[route] = self._upgrades_total.labels(route)
+        child.inc()
+
+    def timeout(self, side: str, phase: str) -> None:
+        key = (side, phase)
+        child = self._timeout.get(key)
+        if child is None:
+            child = self._timeout[key] = self._timeouts_total.labels(side, phase)
+        child.inc()
+
+    def accesslog_dropped(self, n: int = 1) -> None:
+        self._accesslog_dropped.inc(n)
+
+    # -- scrape time ------------------------------------------------------
+
+    def set_gauge_source(self, name: str, fn: Callable | None) -> None:
+        """Register (or, with ``fn=None``, remove) the callback behind a scrape-time gauge.
+
+        ``http_server_connections_active``: ``fn() -> float``.
+        ``http_client_conn_pool_idle`` / ``http_client_conn_pool_active``:
+        ``fn() -> iterable of ((upstream, server), value)``.
+        Callbacks run on the thread that calls ``render()``.
+        """
+        if name not in GAUGE_SOURCES:
+            raise ValueError(f"unknown gauge source {name!r}; expected one of {sorted(GAUGE_SOURCES)}")
+        if fn is None:
+            self._gauge_sources.pop(name, None)
+        else:
+            self._gauge_sources[name] = fn
+
+    def render(self) -> tuple[bytes, str]:
+        """Return ``(body, content_type)`` for a ``/metrics`` response."""
+        return generate_latest(self._exposition), CONTENT_TYPE_LATEST
+
+
+class NullMetrics:
+    """Same interface as ``Metrics``; records nothing."""
+
+    def __init__(self, *, codec: str = "", version: str = "") -> None:
+        self.registry = CollectorRegistry()
+
+    def request_done(self, route: str, code: int, duration: float) -> None:
+        pass
+
+    def client_request(self, upstream: str, code: str) -> None:
+        pass
+
+    def connect_error(self, upstream: str, server: str, reason: str) -> None:
+        pass
+
+    def retry(self, upstream: str) -> None:
+        pass
+
+    def upgrade(self, route: str) -> None:
+        pass
+
+    def timeout(self, side: str, phase: str) -> None:
+        pass
+
+    def accesslog_dropped(self, n: int = 1) -> None:
+        pass
+
+    def set_gauge_source(self, name: str, fn: Callable | None) -> None:
+        pass
+
+    def render(self) -> tuple[bytes, str]:
+        return b"", CONTENT_TYPE_LATEST

@@ -1,0 +1,111 @@
+"""Route matching: Host, then longest path prefix.
+
+Theory of operation
+-------------------
+Routes are grouped once, at build time, into three host tiers, tried in
+order of specificity:
+
+1. exact host routes (``host = "api.example.com"``),
+2. wildcard routes (``host = "*.example.com"``: any name with at least one
+   more label, not ``example.com`` itself), longest suffix first,
+3. routes without a host (match any Host).
+
+The request's Host is lowercased and its port dropped. Inside a tier the
+route with the longest matching ``path_prefix`` wins (a plain string prefix
+of the path without the query, as in Envoy and nginx: ``/api`` also matches
+``/apix``; write ``/api/`` for a segment boundary); ties go to the route
+written first. If a tier has routes for the host but none whose prefix
+matches, the next tier is tried, so a catch-all route still catches.
+No match anywhere is the caller's 404.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+
+class Route:
+    """Runtime view of one [[routes]] entry."""
+
+    __slots__ = ("name", "host", "prefix", "upstream", "strip_prefix", "host_rewrite", "websocket", "order")
+
+    def __init__(self, name, host, prefix, upstream, strip_prefix=False, host_rewrite="", websocket=False, order=0):
+        self.name = name
+        self.host = host
+        self.prefix = prefix.encode() if isinstance(prefix, str) else prefix
+        self.upstream = upstream
+        self.strip_prefix = strip_prefix
+        self.host_rewrite = host_rewrite.encode() if isinstance(host_rewrite, str) else host_rewrite
+        self.websocket = websocket
+        self.order = order
+
+    @classmethod
+    def from_config(cls, cfg, order: int) -> "Route":
+        return cls(cfg.name, cfg.host, cfg.path_prefix, cfg.upstream, cfg.strip_prefix, cfg.host_rewrite, cfg.websocket, order)
+
+    def rewrite_target(self, target: bytes) -> bytes:
+        """The request target sent upstream (prefix stripped when configured)."""
+        if not self.strip_prefix:
+            return target
+        rest = target[len(self.prefix):]
+        if not rest.startswith(b"/"):
+            rest = b"/" + rest
+        return rest
+
+
+def _by_prefix(routes: list[Route]) -> list[Route]:
+    return sorted(routes, key=lambda r: (-len(r.prefix), r.order))
+
+
+def normalize_host(host: bytes) -> bytes:
+    """Lowercase, port removed (``[::1]:80`` → ``[::1]``), trailing dot removed."""
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        host = host[: end + 1] if end > 0 else host
+    else:
+        colon = host.rfind(b":")
+        if colon >= 0:
+            host = host[:colon]
+    return host.rstrip(b".").lower()
+
+
+class Router:
+    def __init__(self, routes: Iterable[Route]):
+        exact: dict[bytes, list[Route]] = {}
+        wild: dict[bytes, list[Route]] = {}
+        anyhost: list[Route] = []
+        for r in routes:
+            h = r.host.lower()
+            if not h:
+                anyhost.append(r)
+            elif h.startswith("*."):
+                wild.setdefault(h[1:].encode(), []).append(r)  # key ".example.com"
+            else:
+                exact.setdefault(h.encode(), []).append(r)
+        self._exact = {h: _by_prefix(rs) for h, rs in exact.items()}
+        self._wild = sorted(((s, _by_prefix(rs)) for s, rs in wild.items()), key=lambda t: -len(t[0]))
+        self._any = _by_prefix(anyhost)
+
+    @classmethod
+    def from_config(cls, routes_cfg) -> "Router":
+        return cls(Route.from_config(c, i) for i, c in enumerate(routes_cfg))
+
+    def match(self, host: bytes, target: bytes) -> Optional[Route]:
+        q = target.find(b"?")
+        path = target if q < 0 else target[:q]
+        h = normalize_host(host) if host else b""
+        if h:
+            tier = self._exact.get(h)
+            if tier:
+                for r in tier:
+                    if path.startswith(r.prefix):
+                        return r
+            for suffix, tier in self._wild:
+                if h.endswith(suffix) and len(h) > len(suffix):
+                    for r in tier:
+                        if path.startswith(r.prefix):
+                            return r
+        for r in self._any:
+            if path.startswith(r.prefix):
+                return r
+        return None

@@ -1,0 +1,245 @@
+"""Upstream side: one protocol per connection, one Cluster per [upstreams.NAME].
+
+Theory of operation
+-------------------
+``UpstreamConn`` is a thin asyncio Protocol. While an exchange owns it
+(``owner``), every callback is forwarded to that exchange; while idle in the
+pool, any byte or close from the server makes it unusable and it is evicted
+at once, so a pooled connection found closed is never handed out.
+
+``Cluster`` ties the sans-IO pieces of one cluster together: the balancer
+(which server), the pool (which idle connection), and connection set-up
+(``loop.create_connection`` with ``connect_timeout``, TCP_NODELAY and TCP
+keep-alive). It reports connect outcomes to the exchange through two
+callbacks, ``connected(conn)`` and ``connect_failed(error)``, so no Task
+lives per request; a Task exists only while a new connection is being made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+
+from . import errors
+from .balancer import ServerState, make_balancer
+from .pool import Pool
+
+
+def set_tcp_keepalive(sock, cfg) -> None:
+    """TCP_NODELAY plus SO_KEEPALIVE with the configured timings."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if cfg.enabled:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if hasattr(socket, "TCP_KEEPIDLE"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(cfg.idle)))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(cfg.interval)))
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, cfg.count)
+    except OSError:
+        pass  # not a TCP socket (tests with socketpair) or option unsupported
+
+
+class UpstreamConn(asyncio.Protocol):
+    __slots__ = ("cluster", "server", "transport", "owner", "requests", "closed", "paused", "idle")
+
+    def __init__(self, cluster: "Cluster", server: ServerState):
+        self.cluster = cluster
+        self.server = server
+        self.transport = None
+        self.owner = None  # the Exchange using this connection, if any
+        self.requests = 0
+        self.closed = False
+        self.paused = False
+        self.idle = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            set_tcp_keepalive(sock, self.cluster.cfg.pool.tcp_keepalive)
+
+    def data_received(self, data):
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_data(data)
+        else:
+            # bytes from the server on an idle connection: the framing of this
+            # connection is in doubt, never reuse it
+            self.close()
+
+    def eof_received(self):
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_eof()
+        else:
+            self.close()
+        return False
+
+    def connection_lost(self, exc):
+        self.closed = True
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            owner.upstream_lost(self, exc)
+        self.cluster.forget(self)
+
+    def pause_writing(self):
+        self.paused = True
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_pause_writing()
+
+    def resume_writing(self):
+        self.paused = False
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_resume_writing()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            self.cluster.forget(self)
+
+    def abort(self):
+        if self.transport is not None:
+            self.transport.abort()
+        self.close()
+
+
+def _connect_reason(exc: BaseException) -> tuple[str, type]:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout", errors.ConnectTimeout
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", errors.ConnectRefused
+    if isinstance(exc, ConnectionResetError):
+        return "reset", errors.ConnectRefused
+    if isinstance(exc, socket.gaierror):
+        return "dns", errors.ConnectRefused
+    if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "unreachable", errors.ConnectRefused
+    return "other", errors.ConnectRefused
+
+
+class Cluster:
+    """Runtime state of one upstream cluster."""
+
+    def __init__(self, cfg, loop, metrics):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.loop = loop
+        self.metrics = metrics
+        self.servers = [ServerState(s.address.host, s.address.port, s.weight) for s in cfg.servers]
+        self.balancer = make_balancer(cfg.balance, self.servers)
+        # Host sent upstream when the client sent none (HTTP/1.0) and the
+        # route does not rewrite it
+        self.default_host = self.servers[0].name.encode()
+        self.pool = Pool.from_config(cfg.pool)
+        self.retry_methods = frozenset(m.encode() for m in cfg.retry_methods)
+        self.open_conns: set[UpstreamConn] = set()
+        self.pending_connects: set[asyncio.Future] = set()
+        self.closing = False
+
+    # -- choosing -------------------------------------------------------
+    def pick(self, exclude=()):
+        return self.balancer.pick(exclude)
+
+    def checkout(self, server: ServerState):
+        """An idle pooled connection to ``server`` still open, or None."""
+        pool = self.pool
+        while True:
+            conn = pool.take(server)
+            if conn is None:
+                return None
+            conn.idle = False
+            if not conn.closed and not conn.transport.is_closing():
+                return conn
+            conn.close()
+
+    # -- connecting -----------------------------------------------------
+    def connect(self, server: ServerState, on_ok, on_fail) -> None:
+        """Open a new connection; exactly one of the callbacks is called."""
+        loop = self.loop
+        fut = asyncio.ensure_future(
+            loop.create_connection(lambda: UpstreamConn(self, server), server.host, server.port)
+        )
+        self.pending_connects.add(fut)
+        timer = loop.call_later(self.cfg.pool.connect_timeout, _cancel_connect, fut)
+        started = time.monotonic()
+
+        def done(f: asyncio.Future):
+            self.pending_connects.discard(f)
+            timer.cancel()
+            if f.cancelled():
+                exc: BaseException = asyncio.TimeoutError()
+            else:
+                exc = f.exception()
+            if exc is None:
+                transport, conn = f.result()
+                if self.closing:
+                    transport.close()
+                    on_fail(errors.ConnectRefused("cluster closing"), 0.0)
+                    return
+                server.connect_failed = False
+                self.open_conns.add(conn)
+                on_ok(conn, time.monotonic() - started)
+                return
+            reason, cls = _connect_reason(exc)
+            server.connect_failed = True
+            self.metrics.connect_error(self.name, server.name, reason)
+            on_fail(cls(f"{server.name}: {reason}: {exc}"), time.monotonic() - started)
+
+        fut.add_done_callback(done)
+
+    # -- returning ------------------------------------------------------
+    def release(self, conn: UpstreamConn, reusable: bool) -> None:
+        """Give a connection back after an exchange; closes it unless reusable."""
+        conn.owner = None
+        if not reusable or conn.closed or self.closing:
+            conn.close()
+            return
+        conn.idle = True
+        for victim in self.pool.give(conn.server, conn, conn.requests, time.monotonic()):
+            victim.idle = False
+            victim.close()
+
+    def forget(self, conn: UpstreamConn) -> None:
+        """Called when a connection closes, wherever it was."""
+        if conn.idle:
+            conn.idle = False
+            self.pool.remove(conn.server, conn)
+        self.open_conns.discard(conn)
+
+    def expire_idle(self) -> None:
+        for conn in self.pool.expire(time.monotonic()):
+            conn.idle = False
+            conn.close()
+
+    # -- observing ------------------------------------------------------
+    def pool_gauges(self):
+        """((upstream, server), idle) and ((upstream, server), active) pairs."""
+        idle = [((self.name, s.name), self.pool.idle_count(s)) for s in self.servers]
+        active = [((self.name, s.name), s.active) for s in self.servers]
+        return idle, active
+
+    def usable(self) -> bool:
+        """At least one server not known to be down (for /readyz)."""
+        return any(s.available() and not s.connect_failed for s in self.servers)
+
+    def close(self) -> None:
+        self.closing = True
+        for conn in self.pool.drain():
+            conn.idle = False
+            conn.close()
+        for fut in list(self.pending_connects):
+            fut.cancel()
+        for conn in list(self.open_conns):
+            conn.abort()
+
+
+def _cancel_connect(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.cancel()

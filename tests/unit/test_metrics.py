@@ -1,0 +1,237 @@
+import inspect
+
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.metrics import (
+    GAUGE_SOURCES,
+    METRICS_DOC,
+    REQUEST_DURATION_BUCKETS,
+    Metrics,
+    NullMetrics,
+)
+
+
+def scrape(m):
+    """Parse render() output into {family name: family}, using exposed names."""
+    body, ctype = m.render()
+    assert ctype == CONTENT_TYPE_LATEST
+    fams = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        fams[name] = fam
+    return fams
+
+
+def sample(fams, family, sample_name=None, **labels):
+    fam = fams[family]
+    sample_name = sample_name or family
+    for s in fam.samples:
+        if s.name == sample_name and s.labels == labels:
+            return s.value
+    raise AssertionError(f"no sample {sample_name}{labels} in {fam.samples}")
+
+
+def exercise_everything(m):
+    m.request_done("api", 200, 0.003)
+    m.client_request("backend", "200")
+    m.connect_error("backend", "10.0.0.1:80", "refused")
+    m.retry("backend")
+    m.upgrade("ws")
+    m.timeout("upstream", "connect")
+    m.accesslog_dropped()
+    m.set_gauge_source("http_server_connections_active", lambda: 3)
+    m.set_gauge_source("http_client_conn_pool_idle", lambda: [(("backend", "10.0.0.1:80"), 2)])
+    m.set_gauge_source("http_client_conn_pool_active", lambda: [(("backend", "10.0.0.1:80"), 1)])
+
+
+def test_counters_and_histogram_rendered_with_labels():
+    m = Metrics(codec="h11", version="1.2.3")
+    m.request_done("api", 200, 0.003)
+    m.request_done("api", 200, 0.2)
+    m.request_done("api", 502, 7.0)
+    m.request_done("static", 404, 0.0001)
+    m.client_request("backend", "200")
+    m.client_request("backend", "timeout")
+    m.client_request("backend", "timeout")
+    m.connect_error("backend", "10.0.0.1:80", "refused")
+    m.connect_error("backend", "10.0.0.1:80", "something-new")
+    m.retry("backend")
+    m.upgrade("ws")
+    m.timeout("downstream", "header")
+    m.timeout("downstream", "header")
+    m.accesslog_dropped()
+    m.accesslog_dropped(4)
+
+    f = scrape(m)
+    assert sample(f, "http_server_requests_total", route="api", code="200") == 2
+    assert sample(f, "http_server_requests_total", route="api", code="502") == 1
+    assert sample(f, "http_server_requests_total", route="static", code="404") == 1
+
+    d = "http_server_request_duration_seconds"
+    assert sample(f, d, d + "_count", route="api") == 3
+    assert sample(f, d, d + "_sum", route="api") == pytest.approx(7.203)
+    assert sample(f, d, d + "_bucket", route="api", le="0.005") == 1
+    assert sample(f, d, d + "_bucket", route="api", le="0.25") == 2
+    assert sample(f, d, d + "_bucket", route="api", le="10.0") == 3
+    assert sample(f, d, d + "_bucket", route="static", le="0.0005") == 1
+    les = sorted(
+        float(s.labels["le"]) for s in f[d].samples
+        if s.name == d + "_bucket" and s.labels["route"] == "api" and s.labels["le"] != "+Inf"
+    )
+    assert les == sorted(float(b) for b in REQUEST_DURATION_BUCKETS)
+
+    assert sample(f, "http_client_requests_total", upstream="backend", code="200") == 1
+    assert sample(f, "http_client_requests_total", upstream="backend", code="timeout") == 2
+    ce = "http_client_connect_errors_total"
+    assert sample(f, ce, upstream="backend", server="10.0.0.1:80", reason="refused") == 1
+    assert sample(f, ce, upstream="backend", server="10.0.0.1:80", reason="other") == 1
+    assert sample(f, "http_client_retries_total", upstream="backend") == 1
+    assert sample(f, "http_server_upgrades_total", route="ws") == 1
+    assert sample(f, "http_timeouts_total", side="downstream", phase="header") == 2
+    assert sample(f, "accesslog_dropped_total") == 5
+    assert sample(f, "edgeproxy_build_info", version="1.2.3", codec="h11") == 1
+
+
+def test_no_created_series_in_render():
+    m = Metrics(codec="h11", version="0")
+    exercise_everything(m)
+    body, _ = m.render()
+    assert b"_created" not in body
+
+
+def test_labelled_children_are_cached():
+    m = Metrics(codec="h11", version="0")
+    m.request_done("api", 200, 0.01)
+    child = m._req[("api", 200)]
+    hist = m._dur["api"]
+    m.request_done("api", 200, 0.02)
+    assert m._req[("api", 200)] is child
+    assert m._dur["api"] is hist
+    assert child is m._req_total.labels("api", "200")
+
+    m.client_request("u", "200")
+    m.connect_error("u", "s", "dns")
+    m.retry("u")
+    m.upgrade("r")
+    m.timeout("upstream", "response")
+    before = {
+        "client": m._client[("u", "200")],
+        "conn_err": m._conn_err[("u", "s", "dns")],
+        "retry": m._retry["u"],
+        "upgrade": m._upgrade["r"],
+        "timeout": m._timeout[("upstream", "response")],
+    }
+    m.client_request("u", "200")
+    m.connect_error("u", "s", "dns")
+    m.retry("u")
+    m.upgrade("r")
+    m.timeout("upstream", "response")
+    assert m._client[("u", "200")] is before["client"]
+    assert m._conn_err[("u", "s", "dns")] is before["conn_err"]
+    assert m._retry["u"] is before["retry"]
+    assert m._upgrade["r"] is before["upgrade"]
+    assert m._timeout[("upstream", "response")] is before["timeout"]
+    assert len(m._req) == 1 and len(m._client) == 1
+
+
+def test_gauge_sources_evaluated_at_render():
+    m = Metrics(codec="h11", version="0")
+    f = scrape(m)
+    # Not set: unlabelled gauge reads 0, labelled ones have no samples.
+    assert sample(f, "http_server_connections_active") == 0
+    assert f["http_client_conn_pool_idle"].samples == []
+
+    calls = []
+    state = {"conns": 7, "idle": {("b", "s1"): 2, ("b", "s2"): 0}}
+
+    def conns():
+        calls.append("conns")
+        return state["conns"]
+
+    m.set_gauge_source("http_server_connections_active", conns)
+    m.set_gauge_source("http_client_conn_pool_idle", lambda: state["idle"].items())
+    m.set_gauge_source("http_client_conn_pool_active", lambda: [(("b", "s1"), 4)])
+    assert calls == []  # nothing evaluated until a scrape
+
+    f = scrape(m)
+    assert calls == ["conns"]
+    assert sample(f, "http_server_connections_active") == 7
+    assert sample(f, "http_client_conn_pool_idle", upstream="b", server="s1") == 2
+    assert sample(f, "http_client_conn_pool_idle", upstream="b", server="s2") == 0
+    assert sample(f, "http_client_conn_pool_active", upstream="b", server="s1") == 4
+
+    state["conns"] = 1
+    state["idle"] = {("b", "s1"): 5}
+    f = scrape(m)
+    assert sample(f, "http_server_connections_active") == 1
+    assert sample(f, "http_client_conn_pool_idle", upstream="b", server="s1") == 5
+    assert len(f["http_client_conn_pool_idle"].samples) == 1
+
+    m.set_gauge_source("http_server_connections_active", None)
+    assert sample(scrape(m), "http_server_connections_active") == 0
+
+
+def test_failing_gauge_source_does_not_break_scrape():
+    m = Metrics(codec="h11", version="0")
+    m.request_done("api", 200, 0.01)
+
+    def boom():
+        raise RuntimeError("pool gone")
+
+    m.set_gauge_source("http_server_connections_active", boom)
+    m.set_gauge_source("http_client_conn_pool_idle", boom)
+    f = scrape(m)
+    assert "http_server_connections_active" not in f
+    assert "http_client_conn_pool_idle" not in f
+    assert sample(f, "http_server_requests_total", route="api", code="200") == 1
+
+
+def test_unknown_gauge_source_rejected():
+    m = Metrics(codec="h11", version="0")
+    with pytest.raises(ValueError):
+        m.set_gauge_source("http_nope", lambda: 1)
+
+
+def test_instances_have_private_registries():
+    a = Metrics(codec="h11", version="0")
+    b = Metrics(codec="h11", version="0")
+    a.request_done("api", 200, 0.01)
+    assert sample(scrape(a), "http_server_requests_total", route="api", code="200") == 1
+    assert not scrape(b)["http_server_requests_total"].samples
+
+
+def public(obj):
+    return {n for n in dir(obj) if not n.startswith("_")}
+
+
+def test_null_metrics_matches_interface():
+    real = Metrics(codec="h11", version="0")
+    null = NullMetrics(codec="h11", version="0")
+    assert public(real) <= public(null)
+    for name in public(Metrics):
+        attr = getattr(Metrics, name)
+        if callable(attr):
+            assert inspect.signature(getattr(NullMetrics, name)) == inspect.signature(attr), name
+    exercise_everything(null)
+    null.accesslog_dropped(3)
+    body, ctype = null.render()
+    assert body == b"" and ctype == CONTENT_TYPE_LATEST
+
+
+def test_metrics_doc_matches_render():
+    m = Metrics(codec="h11", version="0")
+    exercise_everything(m)
+    assert {n for n in GAUGE_SOURCES} <= {d[0] for d in METRICS_DOC}
+    fams = scrape(m)
+    doc = {name: (kind, labels, help_) for name, kind, labels, help_ in METRICS_DOC}
+    assert len(doc) == len(METRICS_DOC), "duplicate names in METRICS_DOC"
+    assert set(fams) == set(doc)
+    for name, fam in fams.items():
+        kind, labels, help_ = doc[name]
+        assert fam.type == kind, name
+        assert fam.documentation == help_, name
+        assert fam.samples, f"{name} has no samples after exercising every method"
+        for s in fam.samples:
+            assert set(s.labels) - {"le"} == set(labels), (name, s)
