@@ -481,9 +481,9 @@ class UpstreamConfig:
     retry_methods: tuple[str, ...] = _spec(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"), _methods(),
                                            "request methods that may be retried on another server")
     response_timeout: float = _spec(60.0, _duration(), "max wait for the response head once the request is sent")
-    body_timeout: float = _spec(60.0, _duration(), "max gap between response body reads")
+    body_timeout: float = _spec(60.0, _duration(), "max stall of upstream body I/O either way (also the WebSocket idle timeout)")
     request_timeout: float = _spec(0.0, _duration(positive=False),
-                                   "limit for the whole exchange, retries included (0 = off)")
+                                   "deadline from request head to response head, retries included (0 = off)")
     pool: PoolConfig = _sub(PoolConfig, "connection pool for this cluster")
 
 

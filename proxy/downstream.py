@@ -118,12 +118,14 @@ class Downstream(asyncio.Protocol):
 
     def eof_received(self):
         self.client_eof = True
-        if self.state == S_HEAD and not self.buf:
-            return False  # idle keep-alive connection closed by the client
-        if self.state == S_TUNNEL:
-            return False
-        # the client half-closed after sending its request: answer, then close
-        return True
+        if self.state == S_RESP or self.state == S_BODY_WAIT:
+            # the client half-closed after sending its request: answer it,
+            # then close (what nc-style clients expect); a body still waiting
+            # in the buffer is checked for completeness in start_body
+            return True
+        # idle, mid-head or mid-body (a truncated request), or a tunnel:
+        # close; connection_lost aborts any exchange
+        return False
 
     def connection_lost(self, exc):
         self.state = S_CLOSED
@@ -167,6 +169,8 @@ class Downstream(asyncio.Protocol):
                     return
                 if res is None:
                     self.scan = len(self.buf)
+                    if self.client_eof:
+                        self.close()  # a partial head that can never complete
                     return
                 head, n = res
                 self.scan = 0
@@ -209,6 +213,9 @@ class Downstream(asyncio.Protocol):
             data = bytes(self.buf)
             self.buf.clear()
             self._feed_body(data)
+        if self.client_eof and self.decoder is not None and self.state == S_BODY:
+            ex.client_gone()  # the client closed before its body was complete
+            self.abort()
 
     def _feed_body(self, data: bytes) -> None:
         try:

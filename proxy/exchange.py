@@ -58,7 +58,7 @@ class Exchange:
         "up_head", "chunk_up", "tried", "attempts", "server", "conn", "reused", "req_done",
         "req_done_at", "body_started", "phase", "rbuf", "rscan", "resp", "dec", "chunk_out", "keep",
         "status", "outcome", "bytes_in", "bytes_out", "connect_time", "ttfb", "timer", "last_up",
-        "deadline", "finished", "up_eof", "upgrade", "fresh_retry", "stall_since", "last_error",
+        "deadline", "finished", "up_eof", "upgrade", "fresh_retry", "stall_since", "last_error", "stale_retried",
     )
 
     def __init__(self, down, head, route, cluster, now: float):
@@ -98,6 +98,7 @@ class Exchange:
         self.fresh_retry = False
         self.stall_since = 0.0
         self.last_error = None
+        self.stale_retried = False
         rt = cluster.cfg.request_timeout
         self.deadline = now + rt if rt > 0 else float("inf")
 
@@ -195,6 +196,8 @@ class Exchange:
         self.rbuf = bytearray()
         self.rscan = 0
         conn.transport.write(self.up_head)
+        if self.down.write_paused:
+            conn.pause_reading()
         if self.deadline != float("inf"):
             self._arm(self.deadline)
         if self.head.framing != FRAMING_NONE:
@@ -252,7 +255,7 @@ class Exchange:
             try:
                 res = codec.parse_response_head(rbuf, self.head.method, ctx.max_response_head, self.rscan)
             except ParseError as exc:
-                self._upstream_failed(errors.InvalidResponse(exc.detail), retry=False)
+                self._upstream_failed(errors.InvalidResponse(exc.detail), stale=False)
                 return
             if res is None:
                 self.rscan = len(rbuf)
@@ -266,7 +269,7 @@ class Exchange:
                 if self.upgrade:
                     self._start_tunnel(head)
                     return
-                self._upstream_failed(errors.InvalidResponse("101 to a request that did not upgrade"), retry=False)
+                self._upstream_failed(errors.InvalidResponse("101 to a request that did not upgrade"), stale=False)
                 return
             if self.head.version == b"1.1":
                 self.down.write(codec.build_response_head(head, ctx.headers.response_drop, ()))
@@ -357,7 +360,7 @@ class Exchange:
         phase = self.phase
         if phase == WAIT_HEAD:
             retry = self.reused and not self.rbuf
-            self._upstream_failed(errors.UpstreamReset(str(exc) if exc else "closed before a response"), retry=retry)
+            self._upstream_failed(errors.UpstreamReset(str(exc) if exc else "closed before a response"), stale=retry)
         elif phase == BODY:
             if self.dec.eof():
                 self._response_complete(b"")
@@ -378,11 +381,11 @@ class Exchange:
 
     def downstream_pause_writing(self, paused: bool) -> None:
         conn = self.conn
-        if conn is not None and not conn.closed:
+        if conn is not None:
             if paused:
-                conn.transport.pause_reading()
+                conn.pause_reading()
             else:
-                conn.transport.resume_reading()
+                conn.resume_reading()
 
     # ------------------------------------------------------------------
     # tunnel (Upgrade)
@@ -423,13 +426,32 @@ class Exchange:
 
     # ------------------------------------------------------------------
     # failures
-    def _upstream_failed(self, err: errors.ProxyError, retry: bool) -> None:
-        """The upstream failed before a response head reached the client."""
+    def _upstream_failed(self, err: errors.ProxyError, stale: bool) -> None:
+        """The upstream failed before a response head reached the client.
+
+        ``stale``: it happened on a reused pooled connection before any
+        response byte, the signature of a server closing an idle connection
+        as we reused it. An idempotent request without a body byte sent is
+        then retried once on a fresh connection to the same server, outside
+        the ``tries`` budget (nginx and Envoy do the same). Other retryable
+        failures go through the normal budget, to another server.
+        """
         self._cancel_timer()
         self._release(False)
-        self.cluster.metrics.client_request(self.cluster.name, "reset" if err.status == 502 else "timeout")
-        if retry and err.retryable and not self.body_started:
-            self.fresh_retry = True  # the pooled connection was stale: once, on a fresh one
+        cluster = self.cluster
+        cluster.metrics.client_request(cluster.name, "reset" if err.status == 502 else "timeout")
+        if (
+            stale
+            and not self.stale_retried
+            and not self.body_started
+            and self.head.method in cluster.retry_methods
+            and _monotonic() < self.deadline
+        ):
+            self.stale_retried = True
+            self.fresh_retry = True
+            cluster.metrics.retry(cluster.name)
+            self._attempt()
+        elif err.retryable:
             self._retry_or_fail(err)
         else:
             self._fail(err)
@@ -512,13 +534,13 @@ class Exchange:
                 return
             if now >= self.deadline:
                 metrics.timeout("upstream", "request")
-                self._upstream_failed(errors.RequestDeadline("no response head before the request deadline"), retry=False)
+                self._upstream_failed(errors.RequestDeadline("no response head before the request deadline"), stale=False)
             elif self.req_done and now >= self.req_done_at + cfg.response_timeout:
                 metrics.timeout("upstream", "response")
-                self._upstream_failed(errors.ResponseTimeout("no response head in time"), retry=False)
+                self._upstream_failed(errors.ResponseTimeout("no response head in time"), stale=False)
             elif self.stall_since and now >= self.stall_since + cfg.body_timeout:
                 metrics.timeout("upstream", "send")
-                self._upstream_failed(errors.ResponseTimeout("upstream stopped reading the request body"), retry=False)
+                self._upstream_failed(errors.ResponseTimeout("upstream stopped reading the request body"), stale=False)
             else:
                 self._arm_wait_head()
         elif phase == BODY or phase == TUNNEL:

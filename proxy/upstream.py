@@ -42,7 +42,7 @@ def set_tcp_keepalive(sock, cfg) -> None:
 
 
 class UpstreamConn(asyncio.Protocol):
-    __slots__ = ("cluster", "server", "transport", "owner", "requests", "closed", "paused", "idle")
+    __slots__ = ("cluster", "server", "transport", "owner", "requests", "closed", "paused", "idle", "read_paused")
 
     def __init__(self, cluster: "Cluster", server: ServerState):
         self.cluster = cluster
@@ -51,8 +51,9 @@ class UpstreamConn(asyncio.Protocol):
         self.owner = None  # the Exchange using this connection, if any
         self.requests = 0
         self.closed = False
-        self.paused = False
+        self.paused = False  # its write buffer is over the high-water mark
         self.idle = False
+        self.read_paused = False  # we stopped reading it (the client is slow)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -96,6 +97,16 @@ class UpstreamConn(asyncio.Protocol):
         owner = self.owner
         if owner is not None:
             owner.upstream_resume_writing()
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def close(self):
         if not self.closed:
@@ -201,6 +212,7 @@ class Cluster:
         if not reusable or conn.closed or self.closing:
             conn.close()
             return
+        conn.resume_reading()  # an idle connection must notice the server closing it
         conn.idle = True
         for victim in self.pool.give(conn.server, conn, conn.requests, time.monotonic()):
             victim.idle = False
