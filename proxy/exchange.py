@@ -253,7 +253,8 @@ class Exchange:
         while True:
             rbuf = self.rbuf
             try:
-                res = codec.parse_response_head(rbuf, self.head.method, ctx.max_response_head, self.rscan)
+                res = codec.parse_response_head(rbuf, self.head.method, ctx.max_response_head, self.rscan,
+                                                self.upgrade)
             except ParseError as exc:
                 self._upstream_failed(errors.InvalidResponse(exc.detail), stale=False)
                 return

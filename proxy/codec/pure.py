@@ -131,11 +131,16 @@ def parse_request_head(buf, max_size: int, scan_from: int = 0):
     return head, end
 
 
-def parse_response_head(buf, method: bytes, max_size: int, scan_from: int = 0):
+_PLAIN_REQUEST = ((b"host", b"h"),)
+_UPGRADE_REQUEST = ((b"host", b"h"), (b"connection", b"upgrade"), (b"upgrade", b"websocket"))
+
+
+def parse_response_head(buf, method: bytes, max_size: int, scan_from: int = 0, upgrade: bool = False):
     """Parse one response (or 1xx) head; ``method`` is the request's.
 
-    Returns ``(head, consumed)`` or None; ParseError(502) for anything
-    invalid, including a head over ``max_size``.
+    ``upgrade`` says the request proposed a protocol switch, the only case
+    where a 101 is valid. Returns ``(head, consumed)`` or None;
+    ParseError(502) for anything invalid, including a head over ``max_size``.
     """
     end = head_end(buf, max(0, scan_from - 3))
     if end < 0:
@@ -145,7 +150,7 @@ def parse_response_head(buf, method: bytes, max_size: int, scan_from: int = 0):
     if end > max_size:
         raise ParseError(502, "invalid_response", "response head exceeds the size limit")
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_size + 4)
-    conn.send(h11.Request(method=method, target=b"/", headers=((b"host", b"h"),)))
+    conn.send(h11.Request(method=method, target=b"/", headers=_UPGRADE_REQUEST if upgrade else _PLAIN_REQUEST))
     conn.receive_data(bytes(buf[:end]))
     try:
         ev = conn.next_event()

@@ -1,0 +1,2 @@
+-- a new connection per request
+wrk.headers["Connection"] = "close"

@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Benchmark edgeproxy side by side with nginx (and HAProxy when installed).
+
+    python3 bench/run.py [--duration 10] [--connections 50] [--scenarios get,post1k,...]
+                         [--proxies edgeproxy,edgeproxy-pure,nginx,haproxy] [--json FILE]
+
+One run, one machine: an upstream (nginx `return 200` when nginx is
+installed, else edgeproxy's built-in demo upstream) and wrk share one core;
+each proxy under test is pinned alone to the other core with taskset. For
+every proxy and scenario it reports requests/s, latency p50/p99 from
+`wrk --latency`, and the proxy's own CPU time per request (user+sys from
+/proc/PID/stat before and after the run, divided by the requests wrk
+completed): the figure that does not depend on which side saturates first.
+Ratios are to nginx. Every process it starts is stopped on exit or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = ROOT / "bench" / "lua"
+TICKS = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
+PROXY_CPU = "0"
+LOAD_CPU = "1" if NCPU > 1 else "0"
+
+SCENARIOS = {
+    # name: (path, lua script or None, extra wrk args, description)
+    "get": ("/", None, "small GET, keep-alive"),
+    "post1k": ("/", "post_1k.lua", "POST 1 KiB, keep-alive"),
+    "get64k": ("/64k", None, "GET 64 KiB response"),
+    "upload1m": ("/", "upload_1m.lua", "POST 1 MiB upload"),
+    "pipeline8": ("/", "pipeline_8.lua", "8 pipelined GETs"),
+    "close": ("/", "close.lua", "new connection per request"),
+}
+
+_procs: list[subprocess.Popen] = []
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def spawn(cmd, cpu: str, **kw) -> subprocess.Popen:
+    full = (["taskset", "-c", cpu] if shutil.which("taskset") else []) + cmd
+    p = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kw)
+    _procs.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+    if p in _procs:
+        _procs.remove(p)
+
+
+def cpu_seconds(pgid: int) -> float:
+    """user+sys seconds of every process in the process group."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 (pgrp) after the comm
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+# ----------------------------------------------------------------------
+def nginx_conf(tmp: Path, listen: int, body: str) -> Path:
+    conf = tmp / f"nginx-{listen}.conf"
+    conf.write_text(
+        f"""
+worker_processes 1;
+pid {tmp}/nginx-{listen}.pid;
+error_log {tmp}/nginx-{listen}.err warn;
+user root;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/cb-{listen};
+    proxy_temp_path {tmp}/pt-{listen};
+    fastcgi_temp_path {tmp}/ft-{listen};
+    uwsgi_temp_path {tmp}/ut-{listen};
+    scgi_temp_path {tmp}/st-{listen};
+    keepalive_requests 100000;
+    {body}
+}}
+"""
+    )
+    return conf
+
+
+def start_upstream(tmp: Path) -> tuple[int, subprocess.Popen, str]:
+    port = free_port()
+    if shutil.which("nginx"):
+        (tmp / "www").mkdir(exist_ok=True)
+        (tmp / "www" / "64k").write_bytes(b"x" * 65536)
+        conf = nginx_conf(tmp, port, f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        client_max_body_size 0;
+        location = /64k {{ root {tmp}/www; }}
+        location / {{ return 200 "ok\\n"; }}
+    }}""")
+        p = spawn(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], LOAD_CPU)
+        kind = "nginx return 200"
+    else:
+        p = spawn([sys.executable, "-m", "bench.upstream", str(port)], LOAD_CPU, cwd=ROOT)
+        kind = "edgeproxy demo upstream"
+    wait_port(port)
+    return port, p, kind
+
+
+def start_edgeproxy(tmp: Path, up: int, pure: bool) -> tuple[int, subprocess.Popen]:
+    port = free_port()
+    cfg = tmp / f"edgeproxy-{port}.toml"
+    cfg.write_text(f"""
+[[listeners]]
+address = "127.0.0.1:{port}"
+backlog = 4096
+[admin]
+enabled = false
+[access_log]
+enabled = false
+[downstream]
+keepalive_requests = 100000
+[upstreams.bench]
+servers = ["127.0.0.1:{up}"]
+[upstreams.bench.pool]
+max_requests_per_connection = 100000
+[[routes]]
+upstream = "bench"
+""")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if pure:
+        env["EDGEPROXY_PURE"] = "1"
+    p = spawn([sys.executable, "-m", "proxy", "run", "-c", str(cfg)], PROXY_CPU, cwd=ROOT, env=env)
+    wait_port(port)
+    return port, p
+
+
+def start_nginx_proxy(tmp: Path, up: int) -> tuple[int, subprocess.Popen]:
+    port = free_port()
+    conf = nginx_conf(tmp, port, f"""
+    upstream up {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 100000; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Request-ID $request_id;
+            proxy_request_buffering off;
+        }}
+    }}""")
+    p = spawn(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], PROXY_CPU)
+    wait_port(port)
+    return port, p
+
+
+def start_haproxy(tmp: Path, up: int) -> tuple[int, subprocess.Popen]:
+    port = free_port()
+    conf = tmp / f"haproxy-{port}.cfg"
+    conf.write_text(f"""
+global
+    nbthread 1
+    maxconn 10000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option forwardfor
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    server s1 127.0.0.1:{up}
+""")
+    p = spawn(["haproxy", "-f", str(conf)], PROXY_CPU)
+    wait_port(port)
+    return port, p
+
+
+# ----------------------------------------------------------------------
+def parse_wrk(out: str) -> dict:
+    def dur(text: str) -> float:
+        m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+        v, u = float(m.group(1)), m.group(2)
+        return v * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[u]
+
+    res = {}
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        res[f"p{pct}_ms"] = dur(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", out)
+    res["socket_errors"] = m.group(1).strip() if m else ""
+    return res
+
+
+def run_wrk(port: int, scenario: str, duration: float, conns: int) -> str:
+    path, lua, _ = SCENARIOS[scenario]
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--latency"]
+    if lua:
+        cmd += ["-s", str(LUA / lua)]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", LOAD_CPU] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+
+
+def measure(name: str, port: int, proc: subprocess.Popen, scenario: str, args) -> dict:
+    run_wrk(port, scenario, min(2.0, args.duration), args.connections)  # warm-up
+    before = cpu_seconds(proc.pid)
+    out = run_wrk(port, scenario, args.duration, args.connections)
+    after = cpu_seconds(proc.pid)
+    res = parse_wrk(out)
+    n = res["requests"] * (8 if scenario == "pipeline8" else 1)
+    res["cpu_us_per_req"] = (after - before) * 1e6 / n if n else None
+    res["proxy"] = name
+    res["scenario"] = scenario
+    return res
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--proxies", default="edgeproxy,edgeproxy-pure,nginx,haproxy")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    wanted = [p for p in args.proxies.split(",") if p]
+    if "nginx" in wanted and not shutil.which("nginx"):
+        wanted.remove("nginx")
+    if "haproxy" in wanted and not shutil.which("haproxy"):
+        wanted.remove("haproxy")
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    results = []
+    tmp = Path(tempfile.mkdtemp(prefix="edgeproxy-bench-"))
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
+    try:
+        up_port, up_proc, up_kind = start_upstream(tmp)
+        print(f"upstream: {up_kind} on core {LOAD_CPU}; proxies on core {PROXY_CPU}; wrk -t1 -c{args.connections} "
+              f"-d{args.duration:g}s on core {LOAD_CPU}", file=sys.stderr)
+        for name in wanted:
+            if name == "edgeproxy":
+                port, proc = start_edgeproxy(tmp, up_port, pure=False)
+            elif name == "edgeproxy-pure":
+                port, proc = start_edgeproxy(tmp, up_port, pure=True)
+            elif name == "nginx":
+                port, proc = start_nginx_proxy(tmp, up_port)
+            else:
+                port, proc = start_haproxy(tmp, up_port)
+            try:
+                for sc in scenarios:
+                    print(f"  {name:15s} {sc:10s} ...", end="", flush=True, file=sys.stderr)
+                    r = measure(name, port, proc, sc, args)
+                    results.append(r)
+                    print(f" {r['rps']:10.0f} req/s  cpu {fmt(r['cpu_us_per_req'], '.1f')} us/req", file=sys.stderr)
+            finally:
+                stop(proc)
+        stop(up_proc)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        for p in list(_procs):
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    base = {(r["scenario"]): r for r in results if r["proxy"] == "nginx"}
+    print()
+    print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | CPU vs nginx |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        b = base.get(r["scenario"])
+        rr = f"{r['rps'] / b['rps']:.2f}" if b and b["rps"] else "-"
+        cr = (f"{r['cpu_us_per_req'] / b['cpu_us_per_req']:.2f}"
+              if b and b.get("cpu_us_per_req") and r.get("cpu_us_per_req") else "-")
+        print(f"| {SCENARIOS[r['scenario']][2]} | {r['proxy']} | {r['rps']:.0f} | {fmt(r['p50_ms'], '.2f')} | "
+              f"{fmt(r['p99_ms'], '.2f')} | {fmt(r['cpu_us_per_req'], '.1f')} | {rr} | {cr} |")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"machine": {"cpus": NCPU, "python": sys.version.split()[0]},
+                                           "duration": args.duration, "connections": args.connections,
+                                           "results": results}, indent=2))
+    print(f"\nresults written to {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
