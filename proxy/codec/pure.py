@@ -19,6 +19,8 @@ forwards a head as received, it always re-serialises it with CRLF.
 
 from __future__ import annotations
 
+import re
+
 import h11
 
 from .base import (
@@ -43,17 +45,14 @@ _EndOfMessage = h11.EndOfMessage
 _VERSIONS = (b"1.1", b"1.0")
 
 
+_BLANK_LINES = re.compile(rb"(?:\r?\n)*")
+
+
 def _skip_blank_lines(buf) -> int:
-    start = 0
-    n = len(buf)
-    while start < n:
-        if buf[start : start + 2] == b"\r\n":
-            start += 2
-        elif buf[start : start + 1] == b"\n":
-            start += 1
-        else:
-            break
-    return start
+    """Length of the empty lines before a request line (RFC 9112 section 2.2)."""
+    if buf[:1] not in (b"\r", b"\n"):
+        return 0
+    return _BLANK_LINES.match(buf).end()
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -69,11 +68,12 @@ def parse_request_head(buf, max_size: int, scan_from: int = 0):
     """
     start = _skip_blank_lines(buf)
     end = head_end(buf, max(start, scan_from - 3))
+    # the size limit counts skipped empty lines too: they are not free to send
     if end < 0:
-        if len(buf) - start > max_size:
+        if len(buf) > max_size:
             raise ParseError(431, "header_too_large", "request head exceeds the size limit")
         return None
-    if end - start > max_size:
+    if end > max_size:
         raise ParseError(431, "header_too_large", "request head exceeds the size limit")
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size + 4)
     conn.receive_data(bytes(buf[start:end]))
@@ -125,7 +125,9 @@ def parse_request_head(buf, max_size: int, scan_from: int = 0):
     if version == b"1.1":
         head.keep_alive = b"close" not in head.connection
     else:
-        head.keep_alive = b"keep-alive" in head.connection
+        # RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message means
+        # its framing is faulty; process it, then close the connection
+        head.keep_alive = b"keep-alive" in head.connection and not chunked
     if xff:
         head.xff = b", ".join(xff)
     return head, end
@@ -218,6 +220,8 @@ class ChunkedDecoder:
         self._status = status
 
     def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
+        if not data:
+            return b"", None  # h11 would take empty bytes as end of stream
         conn = self._conn
         conn.receive_data(data)
         out = []

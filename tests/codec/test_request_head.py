@@ -388,6 +388,17 @@ def test_incomplete_head_over_limit_is_431(impl, raw):
     assert err.status == 431
 
 
+@pytest.mark.parametrize("blank", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_endless_leading_empty_lines_are_refused(impl, blank):
+    """Empty lines before the request line still count against the limit.
+
+    Otherwise a client can grow the connection's buffer without bound.
+    """
+    raw = blank * (2048 // len(blank) + 1)
+    err = rejected(impl, raw, 1024)
+    assert err.status in (400, 431)
+
+
 def test_small_head_with_large_body_is_not_431(impl):
     head_bytes = req(b"Host: a", b"Content-Length: 100000", line=b"POST / HTTP/1.1")
     head, consumed = parse(impl, head_bytes + b"x" * 100000, 256)

@@ -155,21 +155,52 @@ def test_interim_heads(impl, line, status, method):
     assert head.framing == FRAMING_NONE
 
 
+SWITCHING = resp(
+    b"Upgrade: websocket",
+    b"Connection: Upgrade",
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+    line=b"HTTP/1.1 101 Switching Protocols",
+)
+
+
 @pytest.mark.parametrize("method", [b"GET", b"POST"], ids=lambda m: m.decode())
-def test_101_switching_protocols(impl, method):
-    """A 101 is an interim head too: it parses, the exchange decides about it."""
-    raw = resp(
-        b"Upgrade: websocket",
-        b"Connection: Upgrade",
-        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
-        line=b"HTTP/1.1 101 Switching Protocols",
-    )
-    head = parse_whole(impl, raw, method)
+def test_101_to_upgrade_request(impl, method):
+    """A 101 is an interim head when the request proposed an upgrade."""
+    head, consumed = impl.parse_response_head(SWITCHING + b"\x81\x05hello", method, MAX, 0, upgrade=True)
+    assert consumed == len(SWITCHING)
     assert head.status == 101
     assert head.reason == b"Switching Protocols"
     assert head.framing == FRAMING_NONE
     assert head.upgrade == b"websocket"
     assert head.connection == frozenset({b"upgrade"})
+
+
+@pytest.mark.parametrize("method", [b"GET", b"POST"], ids=lambda m: m.decode())
+def test_101_to_plain_request_is_502(impl, method):
+    with pytest.raises(ParseError) as info:
+        parse(impl, SWITCHING, method)
+    assert info.value.status == 502
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "framing"),
+    [
+        pytest.param(resp(b"Content-Length: 3"), 200, FRAMING_LENGTH, id="200-length"),
+        pytest.param(resp(line=b"HTTP/1.1 100 Continue"), 100, FRAMING_NONE, id="100"),
+        pytest.param(
+            resp(b"Content-Length: 0", b"Upgrade: websocket", line=b"HTTP/1.1 426 Upgrade Required"),
+            426,
+            FRAMING_NONE,
+            id="426",
+        ),
+        pytest.param(resp(b"Transfer-Encoding: chunked"), 200, FRAMING_CHUNKED, id="200-chunked-declined"),
+    ],
+)
+def test_upgrade_request_other_answers(impl, raw, status, framing):
+    """An upgrade request the upstream declines gets an ordinary response."""
+    head, consumed = impl.parse_response_head(raw, b"GET", MAX, 0, upgrade=True)
+    assert (head.status, head.framing, consumed) == (status, framing, len(raw))
+    assert fields(head) == fields(parse_whole(impl, raw))
 
 
 def test_interim_then_final_in_one_buffer(impl):

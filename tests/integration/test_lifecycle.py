@@ -333,7 +333,6 @@ def test_streaming_256mib_each_way_keeps_rss_bounded(proxy_factory, upstream_fac
             s.close()
 
     growth = sampler.peak - base
-    print("GROWTH", base, sampler.peak, growth)
     assert growth < RSS_LIMIT_KIB, f"proxy RSS grew by {growth} KiB (base {base} KiB)"
 
 
