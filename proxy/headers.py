@@ -18,7 +18,8 @@ its own first). This module decides the rest, once per proxy:
 
 Request ids: a client-sent X-Request-ID is kept when it is 1..128 visible
 ASCII characters without spaces (h11 already refused control bytes);
-otherwise a new one (32 hex digits) is generated. W3C ``traceparent``
+otherwise a new one (32 hex digits: a per-process random prefix and a
+counter) is generated. W3C ``traceparent``
 (``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``) is passed
 through untouched; with ``traceparent = "generate"`` one is created when
 the request has none. The trace id (when valid) goes to the access log.
@@ -26,6 +27,7 @@ the request has none. The trace id (when valid) goes to the access log.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -35,8 +37,16 @@ _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
 VIA = b"1.1 edgeproxy"
 
 
+# Request ids: a random 64-bit prefix drawn once per process, then a counter.
+# Unique within the process by construction and across processes with
+# overwhelming probability, and no system call per request (os.urandom per
+# request cost about 5% of a small proxied GET).
+_ID_PREFIX = int.from_bytes(os.urandom(8), "big")
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def new_request_id() -> bytes:
-    return os.urandom(16).hex().encode()
+    return b"%016x%016x" % (_ID_PREFIX, next(_id_counter) & 0xFFFFFFFFFFFFFFFF)
 
 
 def request_id_for(received: bytes) -> bytes:
