@@ -75,8 +75,42 @@ class ParseError(Exception):
         self.detail = detail
 
 
+def split_header_block(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """(name, value) pairs of an already validated header block.
+
+    ``raw`` is the bytes between the start line and the blank line, as
+    received (CRLF or bare LF); values lose their surrounding whitespace.
+    """
+    out = []
+    for line in raw.split(b"\n"):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        out.append((name, value.strip(b" \t")))
+    return out
+
+
+def _get_headers(self) -> list[tuple[bytes, bytes]]:
+    h = self._headers
+    if h is None:
+        h = self._headers = split_header_block(self.raw)
+    return h
+
+
+def _set_headers(self, value) -> None:
+    self._headers = value
+
+
 class RequestHead:
-    """A parsed request head. ``headers`` keeps the received order and case."""
+    """A parsed request head.
+
+    ``headers`` is the list of (name, value) pairs in received order and
+    case. A codec may fill it directly, or leave the header block as received
+    in ``raw`` (a slice of the input buffer) and let ``headers`` split it on
+    first access, so the hot path builds no per-header Python objects.
+    """
 
     __slots__ = (
         "method",
@@ -93,13 +127,16 @@ class RequestHead:
         "xff",
         "request_id",
         "traceparent",
+        "raw",
+        "_headers",
     )
 
     def __init__(self, method: bytes, target: bytes, version: bytes):
         self.method = method
         self.target = target
         self.version = version
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.raw = b""
+        self._headers: list[tuple[bytes, bytes]] | None = None
         self.host: bytes = b""
         self.framing = FRAMING_NONE
         self.content_length = 0
@@ -110,6 +147,8 @@ class RequestHead:
         self.xff: bytes = b""
         self.request_id: bytes = b""
         self.traceparent: bytes = b""
+
+    headers = property(_get_headers, _set_headers)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"RequestHead({self.method!r} {self.target!r} HTTP/{self.version.decode()})"
@@ -128,18 +167,23 @@ class ResponseHead:
         "keep_alive",
         "connection",
         "upgrade",
+        "raw",
+        "_headers",
     )
 
     def __init__(self, status: int, reason: bytes, version: bytes):
         self.status = status
         self.reason = reason
         self.version = version
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.raw = b""
+        self._headers: list[tuple[bytes, bytes]] | None = None
         self.framing = FRAMING_NONE
         self.content_length = 0
         self.keep_alive = True
         self.connection: frozenset[bytes] = frozenset()
         self.upgrade: bytes = b""
+
+    headers = property(_get_headers, _set_headers)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"ResponseHead({self.status} {self.reason!r})"

@@ -56,7 +56,7 @@ def test_round_robin_weights_give_proportional_share():
     bal = RoundRobin(servers((5, 1, 1)))
     seq = sequence(bal, 700)
     assert (seq.count("a"), seq.count("b"), seq.count("c")) == (500, 100, 100)
-    assert "aaaa" not in seq  # smooth: never a long burst for a weight of 5 out of 7
+    assert "aaaaa" not in seq  # smooth: a weight of 5 out of 7 never comes as one burst
 
 
 @pytest.mark.parametrize(
