@@ -283,6 +283,8 @@ def main() -> int:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--proxies", default="edgeproxy,edgeproxy-pure,nginx,haproxy")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
+    ap.add_argument("--plot", nargs="?", const=str(ROOT / "bench" / "results" / "latest.png"), default=None,
+                    metavar="PNG", help="also draw a bar chart (needs matplotlib)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -342,7 +344,39 @@ def main() -> int:
                                            "duration": args.duration, "connections": args.connections,
                                            "results": results}, indent=2))
     print(f"\nresults written to {args.json}", file=sys.stderr)
+    if args.plot:
+        plot(results, args.plot)
     return 0
+
+
+def plot(results: list[dict], path: str) -> None:
+    """Two panels: requests/s and CPU µs per request, grouped by scenario."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
+        return
+    scenarios = list(dict.fromkeys(r["scenario"] for r in results))
+    proxies = list(dict.fromkeys(r["proxy"] for r in results))
+    by = {(r["scenario"], r["proxy"]): r for r in results}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / max(1, len(proxies))
+    for ax, key, title in ((axes[0], "rps", "requests/s (higher is better)"),
+                           (axes[1], "cpu_us_per_req", "proxy CPU µs per request (lower is better)")):
+        for i, px in enumerate(proxies):
+            vals = [(by.get((sc, px)) or {}).get(key) or 0 for sc in scenarios]
+            ax.bar([j + i * width for j in range(len(scenarios))], vals, width, label=px)
+        ax.set_xticks([j + width * (len(proxies) - 1) / 2 for j in range(len(scenarios))])
+        ax.set_xticklabels([SCENARIOS[sc][2] for sc in scenarios], rotation=25, ha="right", fontsize=8)
+        ax.set_title(title)
+    axes[0].legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"chart written to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
