@@ -169,6 +169,7 @@ keepalive_requests = 100000
 servers = ["127.0.0.1:{up}"]
 [upstreams.bench.pool]
 max_requests_per_connection = 100000
+max_idle_per_server = 256
 [[routes]]
 upstream = "bench"
 """)

@@ -332,8 +332,8 @@ CLUSTER_DEFAULTS = [
     ("response_timeout", 60.0),
     ("body_timeout", 60.0),
     ("request_timeout", 0.0),
-    ("pool.max_idle_per_server", 32),
-    ("pool.max_idle_total", 256),
+    ("pool.max_idle_per_server", 128),
+    ("pool.max_idle_total", 1024),
     ("pool.idle_timeout", 60.0),
     ("pool.max_requests_per_connection", 1000),
     ("pool.connect_timeout", 5.0),
@@ -517,8 +517,8 @@ def test_warning_total_idle_cap_trap(load):
     servers = ", ".join(f'"10.0.0.{i}:80"' for i in range(1, 11))
     config = load(f"[upstreams.big]\nservers = [{servers}]\n" + '[[routes]]\nupstream = "big"\n')
     assert config.warnings() == [
-        "upstreams.big: the per-server idle cap of 32 is unreachable: only 256 idle connections fit in the "
-        "cluster's total cap, i.e. about 25 per server across 10 servers"
+        "upstreams.big: the per-server idle cap of 128 is unreachable: only 1024 idle connections fit in the "
+        "cluster's total cap, i.e. about 102 per server across 10 servers"
     ]
 
 
@@ -529,7 +529,7 @@ def test_warning_total_idle_cap_trap(load):
         (MINIMAL + ROUTE.replace("upstream", 'name = "again"\nupstream'),
          'routes[1] (again) is shadowed by routes[0] (route0), which has the same host "*" and path_prefix "/"'),
         (MINIMAL + '[admin]\naddress = "0.0.0.0:9901"\n', "admin listens on 0.0.0.0:9901"),
-        (MINIMAL + "[upstreams.orders.pool]\nmax_idle_per_server = 200\n", "per-server idle cap of 200 is unreachable"),
+        (MINIMAL + "[upstreams.orders.pool]\nmax_idle_per_server = 600\n", "per-server idle cap of 600 is unreachable"),
     ],
 )
 def test_warnings(load, text, fragment):
