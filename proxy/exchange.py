@@ -58,7 +58,7 @@ class Exchange:
         "up_head", "chunk_up", "tried", "attempts", "server", "conn", "reused", "req_done",
         "req_done_at", "body_started", "phase", "rbuf", "rscan", "resp", "dec", "chunk_out", "keep",
         "status", "outcome", "bytes_in", "bytes_out", "connect_time", "ttfb", "timer", "last_up",
-        "deadline", "finished", "up_eof", "upgrade", "fresh_retry", "stall_since", "last_error", "stale_retried",
+        "deadline", "finished", "up_eof", "upgrade", "fresh_retry", "stall_since", "last_error", "stale_retried", "held_up", "held_down",
     )
 
     def __init__(self, down, head, route, cluster, now: float):
@@ -99,6 +99,8 @@ class Exchange:
         self.stall_since = 0.0
         self.last_error = None
         self.stale_retried = False
+        self.held_up = None  # upstream head waiting to leave with the first body bytes
+        self.held_down = None  # response head waiting to leave with the first body bytes
         rt = cluster.cfg.request_timeout
         self.deadline = now + rt if rt > 0 else float("inf")
 
@@ -195,16 +197,23 @@ class Exchange:
         self.phase = WAIT_HEAD
         self.rbuf = bytearray()
         self.rscan = 0
-        conn.transport.write(self.up_head)
         if self.down.write_paused:
             conn.pause_reading()
         if self.deadline != float("inf"):
             self._arm(self.deadline)
         if self.head.framing != FRAMING_NONE:
+            # hold the head so it leaves with the first body bytes already
+            # buffered downstream: one write (one system call) instead of two
+            self.held_up = self.up_head
             if conn.paused:
                 self.upstream_pause_writing()
             self.down.start_body(self)
+            held = self.held_up
+            if held is not None and self.conn is conn:
+                self.held_up = None
+                conn.transport.write(held)
         else:
+            conn.transport.write(self.up_head)
             self._request_sent()
 
     def body_data(self, payload: bytes) -> None:
@@ -214,13 +223,24 @@ class Exchange:
         conn = self.conn
         if conn is None or conn.closed:
             return  # upstream gone (early response or failure): discard
-        conn.transport.write(encode_chunk(payload) if self.chunk_up else payload)
+        out = encode_chunk(payload) if self.chunk_up else payload
+        held = self.held_up
+        if held is not None:
+            self.held_up = None
+            out = held + out
+        conn.transport.write(out)
 
     def body_done(self) -> None:
         """The request body ended (downstream decoder reached its end)."""
         conn = self.conn
-        if conn is not None and not conn.closed and self.chunk_up:
-            conn.transport.write(LAST_CHUNK)
+        if conn is not None and not conn.closed:
+            out = LAST_CHUNK if self.chunk_up else b""
+            held = self.held_up
+            if held is not None:
+                self.held_up = None
+                out = held + out
+            if out:
+                conn.transport.write(out)
         self._request_sent()
 
     def _request_sent(self) -> None:
@@ -277,8 +297,13 @@ class Exchange:
         rest = bytes(rbuf[n:])
         self.rbuf = None
         self._start_response(head)
-        if rest and self.phase == BODY:
-            self._relay(rest)
+        if self.phase == BODY:
+            if rest:
+                self._relay(rest)
+            held = self.held_down
+            if held is not None:
+                self.held_down = None
+                self.down.write(held)
 
     def _start_response(self, head) -> None:
         now = _monotonic()
@@ -310,10 +335,13 @@ class Exchange:
         elif not client11:
             extra.append((b"Connection", b"keep-alive"))
         self.keep = keep
-        self.down.write(codec.build_response_head(head, ctx.headers.response_drop, extra))
+        out = codec.build_response_head(head, ctx.headers.response_drop, extra)
         if framing == FRAMING_NONE:
+            self.down.write(out)
             self._response_complete(b"")
             return
+        # the head is held and leaves with the first body bytes (one write)
+        self.held_down = out
         self.phase = BODY
         self.dec = codec.make_decoder(framing, head.content_length, 502)
         self.last_up = now
@@ -326,17 +354,28 @@ class Exchange:
         except ParseError:
             self._abort_midstream("invalid_upstream_response")
             return
+        out = self.held_down
+        if out is not None:
+            self.held_down = None
         if payload:
             self.bytes_out += len(payload)
-            self.down.write(encode_chunk(payload) if self.chunk_out else payload)
+            if self.chunk_out:
+                payload = encode_chunk(payload)
+            out = payload if out is None else out + payload
         if rest is not None:
-            self._response_complete(rest)
+            if self.chunk_out:
+                out = LAST_CHUNK if out is None else out + LAST_CHUNK
+            if out is not None:
+                self.down.write(out)
+            self._response_complete(rest, True)
+        elif out is not None:
+            self.down.write(out)
 
-    def _response_complete(self, rest: bytes) -> None:
-        if self.chunk_out:
+    def _response_complete(self, rest: bytes, ended: bool = False) -> None:
+        """The response ended; ``ended`` when its last bytes were written."""
+        if self.chunk_out and not ended:
             self.down.write(LAST_CHUNK)
         self.phase = DONE
-        conn = self.conn
         reusable = (
             rest == b""
             and self.req_done
