@@ -81,6 +81,8 @@ class Downstream(asyncio.Protocol):
         self.last_read = 0.0
         self._processing = False
         self._timer = None
+        self._timer_due = 0.0
+        self._deadline = 0.0
         self._tkind = 0
         self._send_timer = None
 
@@ -129,7 +131,7 @@ class Downstream(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.state = S_CLOSED
-        self._cancel_timer()
+        self._drop_timer()
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
@@ -410,21 +412,41 @@ class Downstream(asyncio.Protocol):
 
     # ------------------------------------------------------------------
     # timers
+    # One timer handle per connection, armed lazily: arming only records the
+    # kind and deadline; the loop timer is (re)scheduled only when it would
+    # fire too late. When it fires early it re-arms for the recorded deadline.
+    # A keep-alive connection thus costs no timer operation per request.
     def _arm(self, kind: int, delay: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        when = _monotonic() + delay
         self._tkind = kind
+        self._deadline = when
+        t = self._timer
+        if t is not None:
+            if self._timer_due <= when:
+                return
+            t.cancel()
+        self._timer_due = when
         self._timer = self.server.loop.call_later(delay, self._on_timer)
 
     def _cancel_timer(self) -> None:
+        self._tkind = 0  # the handle may stay; it finds nothing to do
+
+    def _drop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-            self._tkind = 0
+        self._tkind = 0
 
     def _on_timer(self) -> None:
-        kind = self._tkind
         self._timer = None
+        kind = self._tkind
+        if not kind:
+            return
+        left = self._deadline - _monotonic()
+        if left > 0.001:
+            self._timer_due = self._deadline
+            self._timer = self.server.loop.call_later(left, self._on_timer)
+            return
         self._tkind = 0
         state = self.state
         metrics = self.server.metrics

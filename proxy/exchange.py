@@ -59,6 +59,7 @@ class Exchange:
         "req_done_at", "body_started", "phase", "rbuf", "rscan", "resp", "dec", "chunk_out", "keep",
         "status", "outcome", "bytes_in", "bytes_out", "connect_time", "ttfb", "timer", "last_up",
         "deadline", "finished", "up_eof", "upgrade", "fresh_retry", "stall_since", "last_error", "stale_retried", "held_up", "held_down",
+        "timer_due",
     )
 
     def __init__(self, down, head, route, cluster, now: float):
@@ -91,6 +92,7 @@ class Exchange:
         self.connect_time = None
         self.ttfb = None
         self.timer = None
+        self.timer_due = 0.0
         self.last_up = 0.0
         self.finished = False
         self.up_eof = False
@@ -537,9 +539,18 @@ class Exchange:
     # ------------------------------------------------------------------
     # timers
     def _arm(self, when: float) -> None:
+        """Make sure the timer fires no later than ``when``.
+
+        A timer already due earlier is kept: ``_on_timer`` re-evaluates the
+        phase's deadlines from state and re-arms, so moving a deadline later
+        costs no timer operation on the hot path.
+        """
         t = self.timer
         if t is not None:
+            if self.timer_due <= when:
+                return
             t.cancel()
+        self.timer_due = when
         self.timer = self.server_ctx.loop.call_later(max(0.0, when - _monotonic()), self._on_timer)
 
     def _cancel_timer(self) -> None:
