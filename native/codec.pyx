@@ -820,7 +820,7 @@ cdef object _request(cbytes p, Py_ssize_t n, Py_ssize_t max_size, Py_ssize_t sca
     if v11:
         keep_alive = not (f.conn_mask & CONN_CLOSE)
     else:
-        keep_alive = (f.conn_mask & CONN_KEEP_ALIVE) and not f.te_seen
+        keep_alive = (f.conn_mask & CONN_KEEP_ALIVE) and not (f.conn_mask & CONN_CLOSE) and not f.te_seen
     head = _new_request(
         _method(p + start, ms - start),
         _bytes(p + ts, te - ts),
@@ -923,7 +923,7 @@ cdef object _response(cbytes p, Py_ssize_t n, bint is_head, Py_ssize_t max_size,
     if v11:
         keep_alive = not (f.conn_mask & CONN_CLOSE)
     else:
-        keep_alive = f.conn_mask & CONN_KEEP_ALIVE
+        keep_alive = (f.conn_mask & CONN_KEEP_ALIVE) and not (f.conn_mask & CONN_CLOSE)
     if status < 200 or status == 204 or status == 304 or is_head:
         framing = F_NONE
     elif f.te_seen:

@@ -127,7 +127,9 @@ def parse_request_head(buf, max_size: int, scan_from: int = 0):
     else:
         # RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message means
         # its framing is faulty; process it, then close the connection
-        head.keep_alive = b"keep-alive" in head.connection and not chunked
+        head.keep_alive = (
+            b"keep-alive" in head.connection and b"close" not in head.connection and not chunked
+        )
     if xff:
         head.xff = b", ".join(xff)
     return head, end
@@ -186,7 +188,7 @@ def parse_response_head(buf, method: bytes, max_size: int, scan_from: int = 0, u
     if version == b"1.1":
         head.keep_alive = b"close" not in head.connection
     else:
-        head.keep_alive = b"keep-alive" in head.connection
+        head.keep_alive = b"keep-alive" in head.connection and b"close" not in head.connection
     if status < 200 or status == 204 or status == 304 or method == b"HEAD":
         head.framing = FRAMING_NONE
     elif chunked:
@@ -230,6 +232,8 @@ class ChunkedDecoder:
                 ev = conn.next_event()
                 if ev is _NEED_DATA:
                     return b"".join(out), None
+                if ev is h11.PAUSED:  # fed again after the end: all of it is leftover
+                    return b"", data
                 if type(ev) is _Data:
                     out.append(ev.data)
                 elif type(ev) is _EndOfMessage:
