@@ -13,13 +13,13 @@ can therefore live in one process (as they do in the test suite) without
 their series colliding.
 
 Hot path.  Counters and the request-duration histogram are updated from the
-event loop for every request, so the recording methods avoid
-``.labels()`` (which validates and hashes label values on each call): the
-labelled child for a given label tuple is looked up once and then cached in a
-plain dict keyed by the caller's values (for example ``self._req[(route,
-code)]``).  After warm-up a hit costs one dict lookup plus the child's own
-increment.  Label values come from configuration (route and upstream names)
-or from small closed sets (status codes, reasons), so the caches stay small.
+event loop for every request, so they are plain ints in dicts keyed by label
+tuples (``self._req[(route, code)] += 1``; the histogram keeps per-bucket
+counts and a sum per route). A collector turns them into metric families
+only when ``/metrics`` is scraped, on the same thread, so no lock is taken;
+prometheus_client's own Counter takes a mutex on every increment. Label
+values come from configuration (route and upstream names) or from small
+closed sets (status codes, reasons), so the dicts stay small.
 
 Scrape-time gauges.  Values that are state rather than events (open
 connections, pool sizes) are not pushed from the hot path.  The proxy
@@ -29,12 +29,9 @@ them only when ``/metrics`` is scraped.  A callback that is not set yields
 callback that raises is logged and its series is left out of that scrape
 rather than failing the whole scrape.
 
-Exposition.  ``render()`` returns the classic Prometheus text format.  The
-``*_created`` companion series that prometheus_client adds to counters and
-histograms are left out of ``render()`` (they would double the number of
-series and are not part of the documented set); this is done per instance,
-at scrape time, without touching prometheus_client's process-wide switch.
-``registry`` itself is untouched, so other exporters still see them.
+Exposition.  ``render()`` returns the classic Prometheus text format, without
+``*_created`` companion series (they would double the number of series and
+are not part of the documented set).
 
 ``NullMetrics`` has the same interface and does nothing; it lets the core be
 unit tested without a registry.
@@ -45,15 +42,10 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
+from bisect import bisect_left
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 __all__ = [
     "METRICS_DOC",
@@ -152,18 +144,50 @@ class _ScrapeGauges:
             yield fam
 
 
-class _WithoutCreated:
-    """Scrape-time view of a registry with the ``*_created`` samples removed."""
+class _EventSeries:
+    """Counters and histograms kept as plain numbers, exported at scrape.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
+    The hot path only adds to ints in dicts keyed by label tuples; families
+    are built when ``/metrics`` is scraped. Recording and scraping both run
+    on the event-loop thread, so no lock is needed (prometheus_client's own
+    counters take a lock on every increment).
+    """
+
+    def __init__(self, metrics: "Metrics") -> None:
+        self._m = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        for fam in self._registry.collect():
-            created = fam.name + "_created"
-            # Families are rebuilt on every collect(), so filtering in place is safe.
-            fam.samples = [s for s in fam.samples if s.name != created]
+        m = self._m
+        for name, values in (
+            ("http_server_requests_total", m._req),
+            ("http_server_upgrades_total", m._upgrade),
+            ("http_client_requests_total", m._client),
+            ("http_client_connect_errors_total", m._conn_err),
+            ("http_client_retries_total", m._retry),
+            ("http_timeouts_total", m._timeout),
+        ):
+            _, labels, help_ = _SPEC[name]
+            fam = CounterMetricFamily(name, help_, labels=labels)
+            for key, v in list(values.items()):
+                fam.add_metric([str(k) for k in key], v)
             yield fam
+        _, _, help_ = _SPEC["accesslog_dropped_total"]
+        yield CounterMetricFamily("accesslog_dropped_total", help_, value=m._dropped)
+        name = "http_server_request_duration_seconds"
+        _, labels, help_ = _SPEC[name]
+        fam = HistogramMetricFamily(name, help_, labels=labels)
+        bounds = [repr(float(b)) for b in REQUEST_DURATION_BUCKETS] + ["+Inf"]
+        for route, counts in list(m._dur.items()):
+            acc = 0
+            cum = []
+            for le, c in zip(bounds, counts):
+                acc += c
+                cum.append((le, acc))
+            fam.add_metric([route], cum, m._dur_sum[route])
+        yield fam
 
 
 class Metrics:
@@ -172,91 +196,62 @@ class Metrics:
     def __init__(self, *, codec: str, version: str) -> None:
         self.registry = CollectorRegistry()
         reg = self.registry
-
-        def counter(name: str) -> Counter:
-            kind, labels, help_ = _SPEC[name]
-            assert kind == "counter", name
-            return Counter(name, help_, labels, registry=reg)
-
-        self._req_total = counter("http_server_requests_total")
-        kind, labels, help_ = _SPEC["http_server_request_duration_seconds"]
-        self._req_duration = Histogram(
-            "http_server_request_duration_seconds", help_, labels,
-            buckets=REQUEST_DURATION_BUCKETS, registry=reg,
-        )
-        self._upgrades_total = counter("http_server_upgrades_total")
-        self._client_total = counter("http_client_requests_total")
-        self._connect_errors_total = counter("http_client_connect_errors_total")
-        self._retries_total = counter("http_client_retries_total")
-        self._timeouts_total = counter("http_timeouts_total")
-        self._accesslog_dropped = counter("accesslog_dropped_total")
-
         kind, labels, help_ = _SPEC["edgeproxy_build_info"]
         self._build_info = Gauge("edgeproxy_build_info", help_, labels, registry=reg)
         self._build_info.labels(version=version, codec=codec).set(1)
 
+        # event series: label tuple -> count (see _EventSeries)
+        self._req: dict[tuple[str, int], int] = {}
+        self._dur: dict[str, list[int]] = {}  # route -> per-bucket counts (+Inf last)
+        self._dur_sum: dict[str, float] = {}
+        self._client: dict[tuple[str, str], int] = {}
+        self._conn_err: dict[tuple[str, str, str], int] = {}
+        self._retry: dict[tuple[str], int] = {}
+        self._upgrade: dict[tuple[str], int] = {}
+        self._timeout: dict[tuple[str, str], int] = {}
+        self._dropped = 0
+        reg.register(_EventSeries(self))
+
         self._gauge_sources: dict[str, Callable] = {}
         reg.register(_ScrapeGauges(self._gauge_sources))
-        self._exposition = _WithoutCreated(reg)
-
-        # Caches of labelled children, keyed by the caller's own values.
-        self._req: dict[tuple[str, int], object] = {}
-        self._dur: dict[str, object] = {}
-        self._client: dict[tuple[str, str], object] = {}
-        self._conn_err: dict[tuple[str, str, str], object] = {}
-        self._retry: dict[str, object] = {}
-        self._upgrade: dict[str, object] = {}
-        self._timeout: dict[tuple[str, str], object] = {}
 
     # -- hot path ---------------------------------------------------------
 
     def request_done(self, route: str, code: int, duration: float) -> None:
         key = (route, code)
-        child = self._req.get(key)
-        if child is None:
-            child = self._req[key] = self._req_total.labels(route, str(code))
-        child.inc()
-        hist = self._dur.get(route)
-        if hist is None:
-            hist = self._dur[route] = self._req_duration.labels(route)
-        hist.observe(duration)
+        d = self._req
+        d[key] = d.get(key, 0) + 1
+        counts = self._dur.get(route)
+        if counts is None:
+            counts = self._dur[route] = [0] * (len(REQUEST_DURATION_BUCKETS) + 1)
+            self._dur_sum[route] = 0.0
+        counts[bisect_left(REQUEST_DURATION_BUCKETS, duration)] += 1
+        self._dur_sum[route] += duration
 
     def client_request(self, upstream: str, code: str) -> None:
         key = (upstream, code)
-        child = self._client.get(key)
-        if child is None:
-            child = self._client[key] = self._client_total.labels(upstream, str(code))
-        child.inc()
+        d = self._client
+        d[key] = d.get(key, 0) + 1
 
     def connect_error(self, upstream: str, server: str, reason: str) -> None:
-        key = (upstream, server, reason)
-        child = self._conn_err.get(key)
-        if child is None:
-            label = reason if reason in CONNECT_ERROR_REASONS else "other"
-            child = self._conn_err[key] = self._connect_errors_total.labels(upstream, server, label)
-        child.inc()
+        key = (upstream, server, reason if reason in CONNECT_ERROR_REASONS else "other")
+        d = self._conn_err
+        d[key] = d.get(key, 0) + 1
 
     def retry(self, upstream: str) -> None:
-        child = self._retry.get(upstream)
-        if child is None:
-            child = self._retry[upstream] = self._retries_total.labels(upstream)
-        child.inc()
+        key = (upstream,)
+        self._retry[key] = self._retry.get(key, 0) + 1
 
     def upgrade(self, route: str) -> None:
-        child = self._upgrade.get(route)
-        if child is None:
-            child = self._upgrade[route] = self._upgrades_total.labels(route)
-        child.inc()
+        key = (route,)
+        self._upgrade[key] = self._upgrade.get(key, 0) + 1
 
     def timeout(self, side: str, phase: str) -> None:
         key = (side, phase)
-        child = self._timeout.get(key)
-        if child is None:
-            child = self._timeout[key] = self._timeouts_total.labels(side, phase)
-        child.inc()
+        self._timeout[key] = self._timeout.get(key, 0) + 1
 
     def accesslog_dropped(self, n: int = 1) -> None:
-        self._accesslog_dropped.inc(n)
+        self._dropped += n
 
     # -- scrape time ------------------------------------------------------
 
@@ -277,7 +272,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """Return ``(body, content_type)`` for a ``/metrics`` response."""
-        return generate_latest(self._exposition), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 class NullMetrics:

@@ -101,39 +101,40 @@ def test_no_created_series_in_render():
     assert b"_created" not in body
 
 
-def test_labelled_children_are_cached():
-    m = Metrics(codec="h11", version="0")
-    m.request_done("api", 200, 0.01)
-    child = m._req[("api", 200)]
-    hist = m._dur["api"]
-    m.request_done("api", 200, 0.02)
-    assert m._req[("api", 200)] is child
-    assert m._dur["api"] is hist
-    assert child is m._req_total.labels("api", "200")
+def _samples(m):
+    body, _ = m.render()
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for smp in fam.samples:
+            out[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+    return out
 
-    m.client_request("u", "200")
-    m.connect_error("u", "s", "dns")
-    m.retry("u")
-    m.upgrade("r")
-    m.timeout("upstream", "response")
-    before = {
-        "client": m._client[("u", "200")],
-        "conn_err": m._conn_err[("u", "s", "dns")],
-        "retry": m._retry["u"],
-        "upgrade": m._upgrade["r"],
-        "timeout": m._timeout[("upstream", "response")],
-    }
-    m.client_request("u", "200")
-    m.connect_error("u", "s", "dns")
-    m.retry("u")
-    m.upgrade("r")
-    m.timeout("upstream", "response")
-    assert m._client[("u", "200")] is before["client"]
-    assert m._conn_err[("u", "s", "dns")] is before["conn_err"]
-    assert m._retry["u"] is before["retry"]
-    assert m._upgrade["r"] is before["upgrade"]
-    assert m._timeout[("upstream", "response")] is before["timeout"]
-    assert len(m._req) == 1 and len(m._client) == 1
+
+def test_event_series_accumulate_and_histogram_is_cumulative():
+    m = Metrics(codec="h11", version="0")
+    for d in (0.0004, 0.003, 0.003, 7.0, 100.0):
+        m.request_done("api", 200, d)
+    m.request_done("api", 502, 0.01)
+    for _ in range(3):
+        m.client_request("u", "200")
+        m.retry("u")
+    m.connect_error("u", "s", "weird")  # outside the closed set -> "other"
+    m.accesslog_dropped(4)
+    s = _samples(m)
+    assert s[("http_server_requests_total", (("code", "200"), ("route", "api")))] == 5
+    assert s[("http_server_requests_total", (("code", "502"), ("route", "api")))] == 1
+    h = "http_server_request_duration_seconds"
+    assert s[(h + "_bucket", (("le", "0.0005"), ("route", "api")))] == 1
+    assert s[(h + "_bucket", (("le", "0.005"), ("route", "api")))] == 3
+    assert s[(h + "_bucket", (("le", "10.0"), ("route", "api")))] == 5  # 0.01 and 7.0 added
+    assert s[(h + "_bucket", (("le", "60.0"), ("route", "api")))] == 5
+    assert s[(h + "_bucket", (("le", "+Inf"), ("route", "api")))] == 6
+    assert s[(h + "_count", (("route", "api"),))] == 6
+    assert abs(s[(h + "_sum", (("route", "api"),))] - 107.0164) < 1e-9
+    assert s[("http_client_requests_total", (("code", "200"), ("upstream", "u")))] == 3
+    assert s[("http_client_retries_total", (("upstream", "u"),))] == 3
+    assert s[("http_client_connect_errors_total", (("reason", "other"), ("server", "s"), ("upstream", "u")))] == 1
+    assert s[("accesslog_dropped_total", ())] == 4
 
 
 def test_gauge_sources_evaluated_at_render():
