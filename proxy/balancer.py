@@ -49,6 +49,9 @@ class RoundRobin:
         self.servers = list(servers)
 
     def pick(self, exclude=()) -> Optional[ServerState]:
+        if len(self.servers) == 1:
+            s = self.servers[0]
+            return s if s not in exclude and s.available() else None
         best = None
         total = 0
         for s in self.servers:

@@ -12,8 +12,17 @@ what the key is for.  Defaults are the dataclass defaults.
 it rejects unknown keys, reports missing required keys, converts the present
 ones and lets the dataclass fill in the rest.  Sub-tables, arrays of tables and
 the ``[upstreams.NAME]`` map are converters too, so nesting needs no special
-code.  After the walk a few cross-field checks run (unique names and listen
-addresses, routes naming existing clusters).
+code.  A table class may define ``_validate(obj, data, path)`` for checks across
+its own keys (``max_open_duration`` not below ``open_duration``, ``body`` and
+``body_file`` exclusive, ...); ``_parse_table`` calls it on the built object.
+After the walk a few cross-field checks run (unique names and listen
+addresses, routes naming existing clusters, fallback clusters that exist and
+form no cycle).
+
+A fallback ``body_file`` is read while the config loads (relative to the
+working directory, like ``access_log.path``), so a missing file is a config
+error rather than a surprise under load; its bytes are kept in
+``FallbackConfig.content``.
 
 Durations become float seconds, sizes int bytes, addresses ``units.Address``.
 Types are strict: a bool is not an int, an int is not a duration string.
@@ -33,6 +42,7 @@ import json
 import math
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -40,9 +50,10 @@ from typing import Any, Callable
 from .units import Address, format_duration, format_size, parse_address, parse_duration, parse_host, parse_size
 
 __all__ = [
-    "AccessLogConfig", "AdminConfig", "Config", "ConfigError", "DownstreamConfig", "HeadersConfig",
-    "ListenerConfig", "PoolConfig", "RouteConfig", "ServerConfig", "TcpKeepaliveConfig", "UpstreamConfig",
-    "UpstreamServerConfig", "load_config", "parse_config", "quick_config",
+    "AccessLogConfig", "AdminConfig", "BreakerConfig", "Config", "ConfigError", "DownstreamConfig", "FallbackConfig",
+    "HeadersConfig", "HealthConfig", "IdleTierConfig", "LimitsConfig", "ListenerConfig", "PoolConfig", "RouteConfig",
+    "ServerConfig", "TcpKeepaliveConfig", "UpstreamConfig", "UpstreamServerConfig", "load_config", "parse_config",
+    "quick_config",
 ]
 
 COMMAND_LINE = "<command line>"
@@ -289,6 +300,166 @@ def _log_path(text: str) -> str:
     return text
 
 
+def _fraction() -> _Conv:
+    """A rate in (0, 1]: 0 would make every window "bad", so it is refused."""
+    accept = lambda v: (_is_int(v) or isinstance(v, float)) and 0 < v <= 1  # noqa: E731
+    return _simple("a number greater than 0 and at most 1", accept, float)
+
+
+def _positive_number() -> _Conv:
+    accept = lambda v: (_is_int(v) or isinstance(v, float)) and 0 < v < math.inf  # noqa: E731
+    return _simple("a number greater than 0", accept, float)
+
+
+def _statuses(*, allow_empty: bool, example: str) -> _Conv:
+    """An array of HTTP status codes (200..599), deduplicated and sorted."""
+    item_expected = "an HTTP status code from 200 to 599"
+
+    def fn(value: Any, path: str) -> tuple[int, ...]:
+        if not isinstance(value, list) or (not value and not allow_empty):
+            raise _Bad()
+        codes: set[int] = set()
+        for i, item in enumerate(value):
+            if not _is_int(item) or not 200 <= item <= 599:
+                raise ConfigError(None, f"{path}[{i}]", item, item_expected)
+            codes.add(item)
+        return tuple(sorted(codes))
+
+    what = "an array" if allow_empty else "a non-empty array"
+    return _Conv(f"{what} of HTTP status codes like {example}", fn)
+
+
+def _method(text: str) -> str:
+    if not _TCHAR_RE.fullmatch(text):
+        raise ValueError("")
+    if text.upper() == "CONNECT":
+        raise ValueError("CONNECT opens a tunnel, it cannot check health")
+    return text.upper()
+
+
+_CHECK_PATH_RE = re.compile(r"/[\x21-\x7e]*")
+
+
+def _check_path(text: str) -> str:
+    if not _CHECK_PATH_RE.fullmatch(text) or "#" in text:
+        raise ValueError("")
+    return text
+
+
+_HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e]*")
+_CONTENT_TYPE_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(;[\t\x20-\x7e]*)?")
+
+
+def _content_type(text: str) -> str:
+    if not _CONTENT_TYPE_RE.fullmatch(text):
+        raise ValueError("")
+    return text
+
+
+# Headers the proxy writes itself on a fallback response (or that have their own key).
+_FALLBACK_OWN_HEADERS = {
+    "content-length": "the proxy sets it",
+    "transfer-encoding": "the proxy sets it",
+    "connection": "the proxy sets it",
+    "content-type": "use content_type",
+    "retry-after": "use retry_after",
+}
+
+
+def _header_table() -> _Conv:
+    """A TOML table of header name -> value, kept in file order as a tuple of pairs."""
+
+    def fn(value: Any, path: str) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict):
+            raise _Bad()
+        pairs: list[tuple[str, str]] = []
+        seen: dict[str, str] = {}
+        for name, item in value.items():
+            key = _join(path, name)
+            if not _TCHAR_RE.fullmatch(name):
+                raise ConfigError(None, key, None, "a header name of letters, digits and !#$%&'*+-.^_`|~",
+                                  reason="invalid header name")
+            lower = name.lower()
+            if lower in _FALLBACK_OWN_HEADERS:
+                raise ConfigError(None, key, None, "a header the proxy does not set itself",
+                                  reason=_FALLBACK_OWN_HEADERS[lower])
+            if lower in seen:
+                raise ConfigError(None, key, None, "each header once", reason=f"same header as {seen[lower]}")
+            if not isinstance(item, str) or not _HEADER_VALUE_RE.fullmatch(item):
+                raise ConfigError(None, key, item, "a header value of printable ASCII characters")
+            seen[lower] = key
+            pairs.append((name, item))
+        return tuple(pairs)
+
+    return _Conv('a table of header names to values like {"Cache-Control" = "no-store"}', fn)
+
+
+def _retry_after() -> _Conv:
+    duration = _duration(positive=False)
+
+    def fn(value: Any, path: str) -> str | float:
+        if value in ("auto", "off"):
+            return value
+        try:
+            return duration.fn(value, path)
+        except _Bad:
+            raise _Bad() from None
+
+    return _Conv('"auto" (until the next probe of the breaker), "off" or a duration like "30s"', fn)
+
+
+def _optional_name(text: str) -> str:
+    if text and not _NAME_RE.fullmatch(text):
+        raise ValueError("")
+    return text
+
+
+def _idle_tiers() -> _Conv:
+    """An array of {below, idle_timeout} tables, ``below`` strictly rising."""
+
+    def fn(value: Any, path: str) -> tuple:
+        if not isinstance(value, list):
+            raise _Bad()
+        tiers: list[IdleTierConfig] = []
+        for i, item in enumerate(value):
+            tier = _parse_table(IdleTierConfig, item, f"{path}[{i}]")
+            if tiers and tier.below <= tiers[-1].below:
+                raise ConfigError(None, f"{path}[{i}].below", item.get("below"),
+                                  f"a rate above the previous tier's {tiers[-1].below:g}",
+                                  reason="tiers must be listed by rising rate")
+            tiers.append(tier)
+        return tuple(tiers)
+
+    return _Conv('an array of tables like [{below = 10, idle_timeout = "30s"}]', fn)
+
+
+# A fallback body is held in memory for the life of the config.
+FALLBACK_BODY_LIMIT = 1024**2
+
+
+def _read_body_file(name: str) -> bytes:
+    """The bytes of ``name`` (relative to the working directory); ValueError with a reason."""
+    try:
+        st = os.stat(name)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_size > FALLBACK_BODY_LIMIT:
+            raise ValueError(f"larger than {format_size(FALLBACK_BODY_LIMIT)}")
+        with open(name, "rb") as fh:
+            data = fh.read(FALLBACK_BODY_LIMIT + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read file: {exc.strerror or exc}") from None
+    if len(data) > FALLBACK_BODY_LIMIT:
+        raise ValueError(f"larger than {format_size(FALLBACK_BODY_LIMIT)}")
+    return data
+
+
+def _optional_path(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("")
+    return text
+
+
 def _table(cls: type) -> _Conv:
     return _Conv("a table", lambda value, path: _parse_table(cls, value, path))
 
@@ -383,7 +554,10 @@ def _parse_table(cls: type, data: Any, path: str, *, defaults: dict | None = Non
             kwargs[f.name] = defaults[f.name]
         elif f.metadata["required"] or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
             raise ConfigError(None, key, None, f.metadata["conv"].expected, missing=True)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    # Checks across the keys of one table: a ``_validate(obj, data, path)`` hook returning the final object.
+    validate = getattr(cls, "_validate", None)
+    return validate(obj, data, path) if validate else obj
 
 
 # --------------------------------------------------------------------------- schema
@@ -454,6 +628,15 @@ class AccessLogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IdleTierConfig:
+    below: float = _spec(REQUIRED, _positive_number(), "requests per second (recent rate) below which this tier applies")
+    idle_timeout: float = _spec(REQUIRED, _duration(), "idle timeout of pooled connections in this tier")
+
+
+_DEFAULT_IDLE_TIERS = (IdleTierConfig(10.0, 30.0), IdleTierConfig(100.0, 90.0))
+
+
+@dataclass(frozen=True, slots=True)
 class PoolConfig:
     max_idle_per_server: int = _spec(128, _integer(0), "idle keep-alive connections kept per server (0 = no reuse); below the concurrency, connections churn")
     max_idle_total: int = _spec(1024, _integer(0), "idle connections kept for the whole cluster")
@@ -462,6 +645,122 @@ class PoolConfig:
     max_requests_per_connection: int = _spec(1000, _integer(1), "close an upstream connection after this many requests")
     connect_timeout: float = _spec(5.0, _duration(), "max time to open a TCP connection to a server")
     tcp_keepalive: TcpKeepaliveConfig = _sub(TcpKeepaliveConfig, "TCP keepalive on upstream connections")
+    min_idle: int = _spec(0, _integer(0), "connections per server kept open and idle, ready for traffic (0 = none)")
+    adaptive_idle: bool = _spec(True, _boolean(),
+                                "pick the idle timeout from idle_tiers by request rate (false = idle_timeout always)")
+    idle_tiers: tuple[IdleTierConfig, ...] = _spec(_DEFAULT_IDLE_TIERS, _idle_tiers(),
+                                                   "request-rate tiers of the adaptive idle timeout, by rising rate")
+    idle_timeout_above: float = _spec(300.0, _duration(), "adaptive idle timeout when the rate is above every tier")
+    warmup_parallel: int = _spec(4, _integer(1, 1000), "connections opened at once per server when warming up")
+    surge_factor: float = _spec(3.0, _number(1, 1000),
+                                "warm up when the request rate exceeds its 1-minute average this many times")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    enabled: bool = _spec(True, _boolean(), "stop sending to a server that keeps failing, probe it again later")
+    failure_statuses: tuple[int, ...] = _spec((502, 503, 504), _statuses(allow_empty=True, example="[502, 503, 504]"),
+                                              "response statuses counted as failures of the server")
+    window: float = _spec(30.0, _duration(), "time window over which failure and slow-call rates are measured")
+    window_buckets: int = _spec(30, _integer(1, 3600), "buckets the window is split into (its time resolution)")
+    failure_rate: float = _spec(0.5, _fraction(), "open when this fraction of the window's requests failed")
+    min_requests: int = _spec(20, _integer(1), "requests the window needs before a rate can open the breaker")
+    consecutive_failures: int = _spec(5, _integer(0), "open after this many failures in a row (0 = off)")
+    slow_call_threshold: float = _spec(0.0, _duration(positive=False),
+                                      "a request slower than this is a slow call (0 = no slow-call tripping)")
+    slow_call_rate: float = _spec(0.5, _fraction(),
+                                  "open when this fraction of the window's requests were slow (and p95 is slow)")
+    open_duration: float = _spec(1.0, _duration(), "first wait before probing an opened server; doubles on each reopen")
+    max_open_duration: float = _spec(60.0, _duration(), "cap of the doubling wait before a probe")
+    jitter: float = _spec(0.2, _number(0, 1), "random spread of the wait, as a fraction either way")
+    half_open_requests: int = _spec(1, _integer(1, 1000), "trial requests in flight at once while probing")
+    half_open_successes: int = _spec(3, _integer(1, 1000), "trial successes in a row that close the breaker")
+
+    @staticmethod
+    def _validate(obj: "BreakerConfig", data: dict, path: str) -> "BreakerConfig":
+        if obj.max_open_duration < obj.open_duration:
+            raise ConfigError(None, _join(path, "max_open_duration"), data.get("max_open_duration"),
+                              "a duration of at least open_duration",
+                              reason=f"shorter than open_duration ({format_duration(obj.open_duration)})")
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    enabled: bool = _spec(False, _boolean(), "probe every server with an HTTP request; failing servers get no traffic")
+    method: str = _spec("GET", _string('an HTTP method name like "GET"', _method), "request method of the check")
+    path: str = _spec("/healthz", _string('a path starting with "/", like "/healthz"', _check_path),
+                      "request path (and query) of the check")
+    expected_statuses: tuple[int, ...] = _spec((200,), _statuses(allow_empty=False, example="[200, 204]"),
+                                               "response statuses that mean healthy")
+    body_contains: str = _spec("", _string("a string"), 'text the response body must contain ("" = any body)')
+    interval: float = _spec(5.0, _duration(), "time between checks of a healthy server")
+    timeout: float = _spec(2.0, _duration(), "a check not answered within this fails")
+    healthy_threshold: int = _spec(2, _integer(1, 1000), "passed checks in a row that make a down server healthy")
+    unhealthy_threshold: int = _spec(3, _integer(1, 1000), "failed checks in a row that take a server down")
+    unhealthy_interval: float = _spec(2.0, _duration(), "first time between checks of a down server; doubles while down")
+    max_unhealthy_interval: float = _spec(30.0, _duration(), "cap of the doubling time between checks of a down server")
+    jitter: float = _spec(0.1, _number(0, 1), "random spread of the check intervals, as a fraction either way")
+    host: str = _spec("", _string('"" or a host like "backend.internal" or "backend.internal:8080"', _host_rewrite),
+                      'Host header of the check ("" = the server\'s address)')
+
+    @staticmethod
+    def _validate(obj: "HealthConfig", data: dict, path: str) -> "HealthConfig":
+        if obj.max_unhealthy_interval < obj.unhealthy_interval:
+            raise ConfigError(None, _join(path, "max_unhealthy_interval"), data.get("max_unhealthy_interval"),
+                              "a duration of at least unhealthy_interval",
+                              reason=f"shorter than unhealthy_interval ({format_duration(obj.unhealthy_interval)})")
+        if obj.body_contains and obj.method == "HEAD":
+            raise ConfigError(None, _join(path, "body_contains"), obj.body_contains, '"" with method = "HEAD"',
+                              reason="a HEAD response has no body")
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_connections: int = _spec(0, _integer(0), "connections open at once per server (0 = unlimited)")
+    max_pending: int = _spec(0, _integer(0), "requests of the cluster waiting for a connection (0 = unlimited)")
+    pending_timeout: float = _spec(5.0, _duration(), "max wait for a connection before the request overflows")
+    max_requests: int = _spec(0, _integer(0), "requests in flight at once for the cluster (0 = unlimited)")
+    retry_budget: float = _spec(20.0, _number(0, 100), "retries in flight as a percentage of requests in flight")
+    retry_budget_min: int = _spec(3, _integer(0), "retries in flight always allowed, whatever the percentage")
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackConfig:
+    status: int = _spec(503, _integer(200, 599), "status of the fallback response")
+    body: str = _spec("", _string("a string"), 'body of the fallback response ("" = the proxy\'s JSON error)')
+    body_file: str = _spec("", _string('"" or a file path', _optional_path),
+                           "file whose content is the body, read when the config loads (instead of body)")
+    headers: tuple[tuple[str, str], ...] = _spec((), _header_table(), "extra headers of the fallback response")
+    content_type: str = _spec("application/json", _string('a media type like "text/html; charset=utf-8"',
+                                                          _content_type),
+                              "Content-Type of a fallback body")
+    retry_after: str | float = _spec("auto", _retry_after(),
+                                     'Retry-After: "auto" (time to the next probe), a duration, or "off"')
+    upstream: str = _spec("", _string(f'"" or {_CLUSTER_NAME_EXPECTED}', _optional_name),
+                          "send the request to this other cluster instead of answering (\"\" = answer)")
+    content: bytes = field(default=b"", metadata={"doc": "the fallback body: body as UTF-8, or body_file's bytes",
+                                                  "toml": False})
+
+    @staticmethod
+    def _validate(obj: "FallbackConfig", data: dict, path: str) -> "FallbackConfig":
+        if obj.body and obj.body_file:
+            raise ConfigError(None, _join(path, "body_file"), obj.body_file, "either body or body_file",
+                              reason="body is set too")
+        if obj.upstream and (obj.body or obj.body_file):
+            raise ConfigError(None, _join(path, "upstream"), obj.upstream,
+                              "either upstream or a static body (body, body_file)",
+                              reason="body_file is set too" if obj.body_file else "body is set too")
+        if obj.body_file:
+            try:
+                content = _read_body_file(obj.body_file)
+            except ValueError as exc:
+                raise ConfigError(None, _join(path, "body_file"), obj.body_file, "a readable file",
+                                  reason=str(exc)) from None
+        else:
+            content = obj.body.encode("utf-8")
+        return dataclasses.replace(obj, content=content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +784,10 @@ class UpstreamConfig:
     request_timeout: float = _spec(0.0, _duration(positive=False),
                                    "deadline from request head to response head, retries included (0 = off)")
     pool: PoolConfig = _sub(PoolConfig, "connection pool for this cluster")
+    breaker: BreakerConfig = _sub(BreakerConfig, "circuit breaker of each server of this cluster")
+    health: HealthConfig = _sub(HealthConfig, "active health checks of this cluster's servers")
+    limits: LimitsConfig = _sub(LimitsConfig, "concurrency caps and retry budget of this cluster")
+    fallback: FallbackConfig = _sub(FallbackConfig, "answer (or other cluster) when no server may take a request")
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,6 +841,11 @@ class Config:
                     f"only {pool.max_idle_total} idle connections fit in the cluster's total cap, "
                     f"i.e. about {pool.max_idle_total // n} per server across {n} servers"
                 )
+            if pool.min_idle > pool.max_idle_per_server:
+                out.append(
+                    f"upstreams.{name}: pool.min_idle of {pool.min_idle} cannot be kept: at most "
+                    f"max_idle_per_server = {pool.max_idle_per_server} idle connections are kept per server"
+                )
             if name not in used:
                 out.append(f"upstreams.{name} is not used by any route")
         seen: dict[tuple[str, str], int] = {}
@@ -574,6 +882,15 @@ class Config:
                 f"idle_timeout {format_duration(pool.idle_timeout)}, "
                 f"connect_timeout {format_duration(pool.connect_timeout)}",
             ]
+            breaker, health, fallback = cluster.breaker, cluster.health, cluster.fallback
+            parts = [
+                f"breaker {'on' if breaker.enabled else 'off'}",
+                f"health {health.method} {health.path} every {format_duration(health.interval)}"
+                if health.enabled else "health off",
+                f"retry budget {cluster.limits.retry_budget:g}% (min {cluster.limits.retry_budget_min})",
+                f"fallback -> {fallback.upstream}" if fallback.upstream else f"fallback {fallback.status}",
+            ]
+            lines.append("    " + ", ".join(parts))
         lines.append(f"admin: {self.admin.address}" if self.admin.enabled else "admin: disabled")
         return "\n".join(lines)
 
@@ -609,6 +926,33 @@ def _check_cross_fields(config: Config, data: dict) -> None:
             known = ", ".join(config.upstreams)
             expected = f"{_CLUSTER_NAME_EXPECTED}, one of: {known}"
             raise ConfigError(None, f"routes[{i}].upstream", route.upstream, expected)
+    _check_fallbacks(config)
+
+
+def _check_fallbacks(config: Config) -> None:
+    """Fallback clusters exist, are not the cluster itself, and never lead back to it."""
+    clusters = config.upstreams
+    for name, cluster in clusters.items():
+        target = cluster.fallback.upstream
+        if not target:
+            continue
+        key = f"{_join('upstreams', name)}.fallback.upstream"
+        if target == name:
+            raise ConfigError(None, key, target, "another cluster", reason="a cluster cannot fall back to itself")
+        if target not in clusters:
+            others = ", ".join(other for other in clusters if other != name)
+            expected = f"{_CLUSTER_NAME_EXPECTED}, one of: {others}" if others else "another [upstreams.NAME] cluster"
+            raise ConfigError(None, key, target, expected, reason="no such cluster" if others else "there is none")
+    for name in clusters:
+        chain = [name]
+        current = clusters[name].fallback.upstream
+        while current and current not in chain:
+            chain.append(current)
+            current = clusters[current].fallback.upstream
+        if current == name:
+            key = f"{_join('upstreams', name)}.fallback.upstream"
+            raise ConfigError(None, key, chain[1], "a chain of fallbacks that ends",
+                              reason="fallback cycle: " + " -> ".join(chain + [name]))
 
 
 def parse_config(data: dict, source: str) -> Config:

@@ -53,14 +53,47 @@ _monotonic = time.monotonic
 
 
 class Exchange:
-    __slots__ = (
-        "down", "server_ctx", "head", "route", "cluster", "started", "wall_start", "rid", "trace",
-        "up_head", "chunk_up", "tried", "attempts", "server", "conn", "reused", "req_done",
-        "req_done_at", "body_started", "phase", "rbuf", "rscan", "resp", "dec", "chunk_out", "keep",
-        "status", "outcome", "bytes_in", "bytes_out", "connect_time", "ttfb", "timer", "last_up",
-        "deadline", "finished", "up_eof", "upgrade", "fresh_retry", "stall_since", "last_error", "stale_retried", "held_up", "held_down",
-        "timer_due",
-    )
+    # Per-exchange state lives in class-level defaults: an attribute reaches
+    # the instance only when it changes, so creating an exchange (once per
+    # request) stores a handful of fields instead of forty.
+    rid = b""
+    trace = b""
+    up_head = b""
+    chunk_up = False
+    tried = ()  # servers tried so far (a tuple, grown on retry)
+    attempts = 0
+    server = None
+    conn = None
+    reused = False
+    req_done = False
+    req_done_at = 0.0
+    body_started = False
+    phase = WAIT_HEAD
+    rbuf = None
+    rscan = 0
+    resp = None
+    dec = None
+    chunk_out = False
+    keep = False
+    status = 0
+    outcome = ""
+    bytes_in = 0
+    bytes_out = 0
+    connect_time = None
+    ttfb = None
+    timer = None
+    timer_due = 0.0
+    last_up = 0.0
+    finished = False
+    up_eof = False
+    upgrade = False
+    fresh_retry = False
+    stall_since = 0.0
+    last_error = None
+    stale_retried = False
+    held_up = None  # upstream head waiting to leave with the first body bytes
+    held_down = None  # response head waiting to leave with the first body bytes
+    deadline = float("inf")
 
     def __init__(self, down, head, route, cluster, now: float):
         self.down = down
@@ -69,42 +102,9 @@ class Exchange:
         self.route = route
         self.cluster = cluster
         self.started = now
-        self.wall_start = time.time()
-        self.tried: list = []
-        self.attempts = 0
-        self.server = None
-        self.conn = None
-        self.reused = False
-        self.req_done = False
-        self.req_done_at = 0.0
-        self.body_started = False
-        self.phase = WAIT_HEAD
-        self.rbuf = None
-        self.rscan = 0
-        self.resp = None
-        self.dec = None
-        self.chunk_out = False
-        self.keep = False
-        self.status = 0
-        self.outcome = ""
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.connect_time = None
-        self.ttfb = None
-        self.timer = None
-        self.timer_due = 0.0
-        self.last_up = 0.0
-        self.finished = False
-        self.up_eof = False
-        self.upgrade = False
-        self.fresh_retry = False
-        self.stall_since = 0.0
-        self.last_error = None
-        self.stale_retried = False
-        self.held_up = None  # upstream head waiting to leave with the first body bytes
-        self.held_down = None  # response head waiting to leave with the first body bytes
         rt = cluster.cfg.request_timeout
-        self.deadline = now + rt if rt > 0 else float("inf")
+        if rt > 0:
+            self.deadline = now + rt
 
     # ------------------------------------------------------------------
     # start
@@ -147,7 +147,7 @@ class Exchange:
             if server is None:
                 self._fail(self.last_error or errors.NoServer("every server was tried"))
                 return
-            self.tried.append(server)
+            self.tried += (server,)
         self.attempts += 1
         self.server = server
         server.active += 1
@@ -629,14 +629,14 @@ class Exchange:
         route = self.route.name
         ctx.metrics.request_done(route, self.status, duration)
         if self.resp is not None:
-            ctx.metrics.client_request(self.cluster.name, str(self.resp.status))
+            ctx.metrics.client_request(self.cluster.name, self.resp.status)
         log = ctx.accesslog
         if log is not None:
             head = self.head
             server = self.server
             log.log(
                 {
-                    "time": format_time(self.wall_start),
+                    "time": format_time(time.time() - duration),
                     "client": self.down.client_addr,
                     "method": head.method.decode("latin-1"),
                     "path": head.target.decode("latin-1"),

@@ -228,7 +228,8 @@ class Metrics:
         counts[bisect_left(REQUEST_DURATION_BUCKETS, duration)] += 1
         self._dur_sum[route] += duration
 
-    def client_request(self, upstream: str, code: str) -> None:
+    def client_request(self, upstream: str, code: int | str) -> None:
+        """``code``: the status (int) or a failure name (str)."""
         key = (upstream, code)
         d = self._client
         d[key] = d.get(key, 0) + 1
@@ -284,7 +285,7 @@ class NullMetrics:
     def request_done(self, route: str, code: int, duration: float) -> None:
         pass
 
-    def client_request(self, upstream: str, code: str) -> None:
+    def client_request(self, upstream: str, code: int | str) -> None:
         pass
 
     def connect_error(self, upstream: str, server: str, reason: str) -> None:

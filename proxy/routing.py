@@ -24,6 +24,9 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 
+_HOST_CACHE = 4096  # distinct Host values remembered normalized
+
+
 class Route:
     """Runtime view of one [[routes]] entry."""
 
@@ -85,6 +88,8 @@ class Router:
         self._exact = {h: _by_prefix(rs) for h, rs in exact.items()}
         self._wild = sorted(((s, _by_prefix(rs)) for s, rs in wild.items()), key=lambda t: -len(t[0]))
         self._any = _by_prefix(anyhost)
+        self._by_host = bool(self._exact or self._wild)
+        self._hosts: dict[bytes, bytes] = {}  # raw Host -> normalized, bounded
 
     @classmethod
     def from_config(cls, routes_cfg) -> "Router":
@@ -93,7 +98,15 @@ class Router:
     def match(self, host: bytes, target: bytes) -> Optional[Route]:
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
-        h = normalize_host(host) if host else b""
+        if self._by_host:
+            h = self._hosts.get(host)
+            if h is None:
+                h = normalize_host(host) if host else b""
+                if len(self._hosts) >= _HOST_CACHE:
+                    self._hosts.clear()
+                self._hosts[host] = h
+        else:
+            h = b""  # no host-specific route: skip the Host work entirely
         if h:
             tier = self._exact.get(h)
             if tier:
