@@ -11,10 +11,15 @@ from hypothesis import strategies as st
 from proxy.config import (
     AccessLogConfig,
     AdminConfig,
+    BreakerConfig,
     Config,
     ConfigError,
     DownstreamConfig,
+    FallbackConfig,
     HeadersConfig,
+    HealthConfig,
+    IdleTierConfig,
+    LimitsConfig,
     ListenerConfig,
     PoolConfig,
     RouteConfig,
@@ -64,7 +69,7 @@ ERRORS = [
         MINIMAL + '[upstreams.orders.pool]\nidel_timeout = "10s"\n',
         "upstreams.orders.pool.idel_timeout",
         None,
-        "unknown key; expected one of: connect_timeout, idle_timeout, max_idle_per_server",
+        "unknown key; expected one of: adaptive_idle, connect_timeout, idle_tiers, idle_timeout, idle_timeout_above",
     ),
     (
         "unknown key in sub-sub-table",
@@ -212,6 +217,151 @@ ERRORS = [
      "routes[1].name", '"route0"', "same route name as routes[0].name"),
 ]
 
+USERS = '[upstreams.users]\nservers = ["u:80"]\n'
+BREAKER = MINIMAL + "[upstreams.orders.breaker]\n"
+HEALTH = MINIMAL + "[upstreams.orders.health]\n"
+LIMITS = MINIMAL + "[upstreams.orders.limits]\n"
+FALLBACK = MINIMAL + "[upstreams.orders.fallback]\n"
+POOL = MINIMAL + "[upstreams.orders.pool]\n"
+_B, _H, _L, _F, _P = (f"upstreams.orders.{t}" for t in ("breaker", "health", "limits", "fallback", "pool"))
+
+RESILIENCE_ERRORS = [
+    # breaker
+    ("bad failure status", BREAKER + "failure_statuses = [502, 99]\n", f"{_B}.failure_statuses[1]", "99",
+     "expected an HTTP status code from 200 to 599"),
+    ("failure status too high", BREAKER + "failure_statuses = [600]\n", f"{_B}.failure_statuses[0]", "600",
+     "expected an HTTP status code from 200 to 599"),
+    ("failure status as string", BREAKER + 'failure_statuses = ["502"]\n', f"{_B}.failure_statuses[0]", '"502"',
+     "expected an HTTP status code"),
+    ("failure statuses not an array", BREAKER + "failure_statuses = 502\n", f"{_B}.failure_statuses", "502",
+     "expected an array of HTTP status codes like [502, 503, 504]"),
+    ("failure rate above 1", BREAKER + "failure_rate = 1.5\n", f"{_B}.failure_rate", "1.5",
+     "expected a number greater than 0 and at most 1"),
+    ("failure rate 0", BREAKER + "failure_rate = 0\n", f"{_B}.failure_rate", "0",
+     "expected a number greater than 0 and at most 1"),
+    ("failure rate negative", BREAKER + "failure_rate = -0.5\n", f"{_B}.failure_rate", "-0.5",
+     "expected a number greater than 0 and at most 1"),
+    ("slow call rate above 1", BREAKER + "slow_call_rate = 2\n", f"{_B}.slow_call_rate", "2",
+     "expected a number greater than 0 and at most 1"),
+    ("breaker jitter above 1", BREAKER + "jitter = 1.5\n", f"{_B}.jitter", "1.5", "expected a number from 0 to 1"),
+    ("min_requests 0", BREAKER + "min_requests = 0\n", f"{_B}.min_requests", "0", "expected an integer of at least 1"),
+    ("negative consecutive failures", BREAKER + "consecutive_failures = -1\n", f"{_B}.consecutive_failures", "-1",
+     "expected an integer of at least 0"),
+    ("window buckets 0", BREAKER + "window_buckets = 0\n", f"{_B}.window_buckets", "0",
+     "expected an integer from 1 to 3600"),
+    ("zero window", BREAKER + 'window = "0s"\n', f"{_B}.window", '"0s"', "must be greater than 0s"),
+    ("half-open requests 0", BREAKER + "half_open_requests = 0\n", f"{_B}.half_open_requests", "0",
+     "expected an integer from 1 to 1000"),
+    ("max open below open", BREAKER + 'open_duration = "10s"\nmax_open_duration = "5s"\n', f"{_B}.max_open_duration",
+     '"5s"', "shorter than open_duration (10s); expected a duration of at least open_duration"),
+    ("slow call threshold not a duration", BREAKER + "slow_call_threshold = 1\n", f"{_B}.slow_call_threshold", "1",
+     "expected a duration like"),
+    ("breaker enabled not a bool", BREAKER + 'enabled = "yes"\n', f"{_B}.enabled", '"yes"', "expected true or false"),
+    # health
+    ("empty expected statuses", HEALTH + "expected_statuses = []\n", f"{_H}.expected_statuses", "[]",
+     "expected a non-empty array of HTTP status codes"),
+    ("bad expected status", HEALTH + "expected_statuses = [200, 1000]\n", f"{_H}.expected_statuses[1]", "1000",
+     "expected an HTTP status code from 200 to 599"),
+    ("bad health method", HEALTH + 'method = "G T"\n', f"{_H}.method", '"G T"', 'expected an HTTP method name'),
+    ("CONNECT health method", HEALTH + 'method = "connect"\n', f"{_H}.method", '"connect"',
+     "CONNECT opens a tunnel"),
+    ("relative health path", HEALTH + 'path = "healthz"\n', f"{_H}.path", '"healthz"', 'expected a path starting with "/"'),
+    ("health path with a space", HEALTH + 'path = "/a b"\n', f"{_H}.path", '"/a b"', 'expected a path starting with "/"'),
+    ("body_contains with HEAD", HEALTH + 'method = "HEAD"\nbody_contains = "ok"\n', f"{_H}.body_contains", '"ok"',
+     "a HEAD response has no body"),
+    ("bad health host", HEALTH + 'host = "my_host"\n', f"{_H}.host", '"my_host"', "invalid host name"),
+    ("health jitter negative", HEALTH + "jitter = -0.1\n", f"{_H}.jitter", "-0.1", "expected a number from 0 to 1"),
+    ("zero health timeout", HEALTH + 'timeout = "0s"\n', f"{_H}.timeout", '"0s"', "must be greater than 0s"),
+    ("zero healthy threshold", HEALTH + "healthy_threshold = 0\n", f"{_H}.healthy_threshold", "0",
+     "expected an integer from 1 to 1000"),
+    ("max unhealthy interval below unhealthy interval", HEALTH + 'unhealthy_interval = "10s"\nmax_unhealthy_interval = "5s"\n',
+     f"{_H}.max_unhealthy_interval", '"5s"', "shorter than unhealthy_interval (10s)"),
+    # limits
+    ("retry budget above 100", LIMITS + "retry_budget = 150\n", f"{_L}.retry_budget", "150",
+     "expected a number from 0 to 100"),
+    ("negative retry budget", LIMITS + "retry_budget = -1\n", f"{_L}.retry_budget", "-1",
+     "expected a number from 0 to 100"),
+    ("negative retry budget min", LIMITS + "retry_budget_min = -1\n", f"{_L}.retry_budget_min", "-1",
+     "expected an integer of at least 0"),
+    ("negative max connections", LIMITS + "max_connections = -1\n", f"{_L}.max_connections", "-1",
+     "expected an integer of at least 0"),
+    ("zero pending timeout", LIMITS + 'pending_timeout = "0"\n', f"{_L}.pending_timeout", '"0"', "must be greater than 0s"),
+    # fallback
+    ("fallback status too low", FALLBACK + "status = 99\n", f"{_F}.status", "99", "expected an integer from 200 to 599"),
+    ("fallback status too high", FALLBACK + "status = 600\n", f"{_F}.status", "600",
+     "expected an integer from 200 to 599"),
+    ("unknown fallback upstream", MINIMAL + USERS + '[upstreams.orders.fallback]\nupstream = "nope"\n',
+     f"{_F}.upstream", '"nope"', "no such cluster; expected the name of an [upstreams.NAME] cluster, one of: users"),
+    ("fallback upstream with a single cluster", FALLBACK + 'upstream = "other"\n', f"{_F}.upstream", '"other"',
+     "there is none; expected another [upstreams.NAME] cluster"),
+    ("bad fallback upstream name", FALLBACK + 'upstream = "a b"\n', f"{_F}.upstream", '"a b"',
+     "expected \"\" or the name of an [upstreams.NAME] cluster"),
+    ("fallback to itself", FALLBACK + 'upstream = "orders"\n', f"{_F}.upstream", '"orders"',
+     "a cluster cannot fall back to itself"),
+    ("fallback cycle of two", MINIMAL + USERS + '[upstreams.orders.fallback]\nupstream = "users"\n'
+     '[upstreams.users.fallback]\nupstream = "orders"\n', f"{_F}.upstream", '"users"',
+     "fallback cycle: orders -> users -> orders; expected a chain of fallbacks that ends"),
+    ("fallback cycle of three", MINIMAL + USERS + '[upstreams.c]\nservers = ["c:80"]\n'
+     '[upstreams.orders.fallback]\nupstream = "users"\n[upstreams.users.fallback]\nupstream = "c"\n'
+     '[upstreams.c.fallback]\nupstream = "orders"\n', f"{_F}.upstream", '"users"',
+     "fallback cycle: orders -> users -> c -> orders"),
+    ("fallback cycle not through the first", MINIMAL + USERS + '[upstreams.c]\nservers = ["c:80"]\n'
+     '[upstreams.orders.fallback]\nupstream = "users"\n[upstreams.users.fallback]\nupstream = "c"\n'
+     '[upstreams.c.fallback]\nupstream = "users"\n', "upstreams.users.fallback.upstream", '"c"',
+     "fallback cycle: users -> c -> users"),
+    ("body and body_file both set", FALLBACK + 'body = "x"\nbody_file = "x.html"\n', f"{_F}.body_file", '"x.html"',
+     "body is set too; expected either body or body_file"),
+    ("unreadable body_file", FALLBACK + 'body_file = "missing.html"\n', f"{_F}.body_file", '"missing.html"',
+     "cannot read file: No such file or directory; expected a readable file"),
+    ("body_file a directory", FALLBACK + 'body_file = "."\n', f"{_F}.body_file", '"."',
+     "not a regular file; expected a readable file"),
+    ("upstream and body both set", MINIMAL + USERS + '[upstreams.orders.fallback]\nupstream = "users"\nbody = "x"\n',
+     f"{_F}.upstream", '"users"', "body is set too; expected either upstream or a static body (body, body_file)"),
+    ("fallback header with a bad name", FALLBACK + 'headers = {"X Y" = "1"}\n', f'{_F}.headers."X Y"', None,
+     "invalid header name"),
+    ("fallback header set by the proxy", FALLBACK + 'headers = {"Content-Length" = "1"}\n',
+     f"{_F}.headers.Content-Length", None, "the proxy sets it"),
+    ("fallback content-type header", FALLBACK + 'headers = {"content-type" = "text/plain"}\n',
+     f"{_F}.headers.content-type", None, "use content_type"),
+    ("fallback header twice", FALLBACK + 'headers = {"X-A" = "1", "x-a" = "2"}\n', f"{_F}.headers.x-a", None,
+     "same header as upstreams.orders.fallback.headers.X-A"),
+    ("fallback header value not a string", FALLBACK + 'headers = {"X-A" = 1}\n', f"{_F}.headers.X-A", "1",
+     "expected a header value of printable ASCII"),
+    ("fallback header value with a newline", FALLBACK + 'headers = {"X-A" = "a\\nb"}\n', f"{_F}.headers.X-A",
+     '"a\\nb"', "expected a header value of printable ASCII characters"),
+    ("fallback header value not ASCII", FALLBACK + 'headers = {"X-A" = "caf\u00e9"}\n', f"{_F}.headers.X-A",
+     '"caf\u00e9"', "expected a header value of printable ASCII characters"),
+    ("fallback headers not a table", FALLBACK + 'headers = ["X-A"]\n', f"{_F}.headers", '["X-A"]',
+     "expected a table of header names to values"),
+    ("bad retry_after", FALLBACK + 'retry_after = "soon"\n', f"{_F}.retry_after", '"soon"',
+     'expected "auto" (until the next probe of the breaker), "off" or a duration like "30s"'),
+    ("retry_after a number", FALLBACK + "retry_after = 5\n", f"{_F}.retry_after", "5", 'expected "auto"'),
+    ("bad content_type", FALLBACK + 'content_type = "json"\n', f"{_F}.content_type", '"json"',
+     'expected a media type like "text/html; charset=utf-8"'),
+    # pool
+    ("idle tiers out of order", POOL + 'idle_tiers = [{below = 100, idle_timeout = "90s"}, '
+     '{below = 10, idle_timeout = "30s"}]\n', f"{_P}.idle_tiers[1].below", "10",
+     "tiers must be listed by rising rate; expected a rate above the previous tier's 100"),
+    ("idle tier without below", POOL + 'idle_tiers = [{idle_timeout = "90s"}]\n', f"{_P}.idle_tiers[0].below",
+     "is missing", "expected a number greater than 0"),
+    ("idle tier below 0", POOL + 'idle_tiers = [{below = 0, idle_timeout = "90s"}]\n', f"{_P}.idle_tiers[0].below",
+     "0", "expected a number greater than 0"),
+    ("idle tier zero timeout", POOL + 'idle_tiers = [{below = 1, idle_timeout = "0s"}]\n',
+     f"{_P}.idle_tiers[0].idle_timeout", '"0s"', "must be greater than 0s"),
+    ("idle tier unknown key", POOL + 'idle_tiers = [{above = 1, idle_timeout = "1s"}]\n',
+     f"{_P}.idle_tiers[0].above", None, "unknown key; expected one of: below, idle_timeout"),
+    ("idle tiers not an array", POOL + "idle_tiers = 10\n", f"{_P}.idle_tiers", "10", "expected an array of tables"),
+    ("surge factor below 1", POOL + "surge_factor = 0.5\n", f"{_P}.surge_factor", "0.5",
+     "expected a number from 1 to 1000"),
+    ("warmup parallel 0", POOL + "warmup_parallel = 0\n", f"{_P}.warmup_parallel", "0",
+     "expected an integer from 1 to 1000"),
+    ("negative min_idle", POOL + "min_idle = -1\n", f"{_P}.min_idle", "-1", "expected an integer of at least 0"),
+    ("zero idle_timeout_above", POOL + 'idle_timeout_above = "0s"\n', f"{_P}.idle_timeout_above", '"0s"',
+     "must be greater than 0s"),
+    ("adaptive_idle not a bool", POOL + "adaptive_idle = 1\n", f"{_P}.adaptive_idle", "1", "expected true or false"),
+]
+ERRORS += RESILIENCE_ERRORS
+
 
 @pytest.mark.parametrize(("text", "key", "value", "expected"), [case[1:] for case in ERRORS],
                          ids=[case[0] for case in ERRORS])
@@ -241,8 +391,9 @@ def test_error_messages(load, text, key, value, expected):
         ),
         (
             MINIMAL + "[upstreams.orders.pool]\nidel_timeout = 1\n",
-            "config.toml: upstreams.orders.pool.idel_timeout: unknown key; expected one of: connect_timeout, "
-            "idle_timeout, max_idle_per_server, max_idle_total, max_requests_per_connection, tcp_keepalive",
+            "config.toml: upstreams.orders.pool.idel_timeout: unknown key; expected one of: adaptive_idle, "
+            "connect_timeout, idle_tiers, idle_timeout, idle_timeout_above, max_idle_per_server, max_idle_total, "
+            "max_requests_per_connection, min_idle, surge_factor, tcp_keepalive, warmup_parallel",
         ),
         (
             MINIMAL + '[[listeners]]\naddress = "127.0.0.1:1"\nbacklog = 1.5\n',
@@ -338,6 +489,24 @@ CLUSTER_DEFAULTS = [
     ("pool.max_requests_per_connection", 1000),
     ("pool.connect_timeout", 5.0),
     ("pool.tcp_keepalive", TcpKeepaliveConfig()),
+    ("pool.min_idle", 0),
+    ("pool.adaptive_idle", True),
+    ("pool.idle_tiers", (IdleTierConfig(below=10.0, idle_timeout=30.0), IdleTierConfig(below=100.0, idle_timeout=90.0))),
+    ("pool.idle_timeout_above", 300.0),
+    ("pool.warmup_parallel", 4),
+    ("pool.surge_factor", 3.0),
+    ("breaker", BreakerConfig(
+        enabled=True, failure_statuses=(502, 503, 504), window=30.0, window_buckets=30, failure_rate=0.5,
+        min_requests=20, consecutive_failures=5, slow_call_threshold=0.0, slow_call_rate=0.5, open_duration=1.0,
+        max_open_duration=60.0, jitter=0.2, half_open_requests=1, half_open_successes=3)),
+    ("health", HealthConfig(
+        enabled=False, method="GET", path="/healthz", expected_statuses=(200,), body_contains="", interval=5.0,
+        timeout=2.0, healthy_threshold=2, unhealthy_threshold=3, unhealthy_interval=2.0, max_unhealthy_interval=30.0,
+        jitter=0.1, host="")),
+    ("limits", LimitsConfig(max_connections=0, max_pending=0, pending_timeout=5.0, max_requests=0, retry_budget=20.0,
+                            retry_budget_min=3)),
+    ("fallback", FallbackConfig(status=503, body="", body_file="", headers=(), content_type="application/json",
+                                retry_after="auto", upstream="", content=b"")),
 ]
 
 
@@ -461,6 +630,100 @@ def test_config_is_frozen(load):
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.server.loop = "asyncio"  # type: ignore[misc]
     assert config == load(MINIMAL)
+
+
+# --------------------------------------------------------------------------- resilience sections
+
+
+def test_resilience_values(load):
+    config = load(MINIMAL + USERS + """
+[upstreams.orders.pool]
+min_idle = 2
+adaptive_idle = false
+idle_timeout_above = "10m"
+warmup_parallel = 8
+surge_factor = 2.5
+idle_tiers = [{below = 1, idle_timeout = "5s"}, {below = 50.5, idle_timeout = "1m"}]
+[upstreams.orders.breaker]
+enabled = false
+failure_statuses = [504, 500, 504, 429]
+window = "10s"
+window_buckets = 20
+failure_rate = 1
+consecutive_failures = 0
+slow_call_threshold = "250ms"
+open_duration = "500ms"
+max_open_duration = "500ms"
+jitter = 0
+[upstreams.orders.health]
+enabled = true
+method = "head"
+path = "/status?verbose=1"
+expected_statuses = [204, 200]
+host = "orders.internal:8080"
+[upstreams.orders.limits]
+max_connections = 100
+max_pending = 50
+pending_timeout = "250ms"
+max_requests = 1000
+retry_budget = 12.5
+retry_budget_min = 0
+[upstreams.orders.fallback]
+upstream = "users"
+status = 200
+headers = {"Cache-Control" = "no-store", "X-Fallback" = "users"}
+retry_after = "off"
+[upstreams.users.fallback]
+body = '{"error": "busy"}'
+retry_after = "30s"
+""")
+    orders, users = config.upstreams["orders"], config.upstreams["users"]
+    assert orders.pool.min_idle == 2 and orders.pool.adaptive_idle is False
+    assert orders.pool.idle_tiers == (IdleTierConfig(1.0, 5.0), IdleTierConfig(50.5, 60.0))
+    assert (orders.pool.idle_timeout_above, orders.pool.warmup_parallel, orders.pool.surge_factor) == (600.0, 8, 2.5)
+    assert orders.breaker == BreakerConfig(enabled=False, failure_statuses=(429, 500, 504), window=10.0,
+                                           window_buckets=20, failure_rate=1.0, consecutive_failures=0,
+                                           slow_call_threshold=0.25, open_duration=0.5, max_open_duration=0.5,
+                                           jitter=0.0)
+    assert orders.health == HealthConfig(enabled=True, method="HEAD", path="/status?verbose=1",
+                                         expected_statuses=(200, 204), host="orders.internal:8080")
+    assert orders.limits == LimitsConfig(100, 50, 0.25, 1000, 12.5, 0)
+    assert orders.fallback == FallbackConfig(status=200, upstream="users", retry_after="off",
+                                             headers=(("Cache-Control", "no-store"), ("X-Fallback", "users")))
+    assert users.fallback.retry_after == 30.0 and users.fallback.content == b'{"error": "busy"}'
+    assert users.breaker == BreakerConfig() and users.pool.idle_tiers == PoolConfig().idle_tiers
+    assert "fallback -> users" in config.summary() and "health HEAD /status?verbose=1 every 5s" in config.summary()
+
+
+def test_fallback_body_file_is_read_at_load(load):
+    Path("sorry.html").write_bytes(b"<h1>Back soon</h1>\n\xff")
+    config = load(FALLBACK + 'body_file = "sorry.html"\ncontent_type = "text/html; charset=utf-8"\n')
+    fallback = config.upstreams["orders"].fallback
+    assert fallback.body_file == "sorry.html" and fallback.body == ""
+    assert fallback.content == b"<h1>Back soon</h1>\n\xff"
+    assert fallback.content_type == "text/html; charset=utf-8"
+
+
+def test_fallback_body_file_too_big(load):
+    Path("big.html").write_bytes(b"x" * (1024**2 + 1))
+    err = error_of(load, FALLBACK + 'body_file = "big.html"\n')
+    assert str(err) == ('config.toml: upstreams.orders.fallback.body_file = "big.html": larger than 1MiB; '
+                        "expected a readable file")
+
+
+def test_fallback_chain_without_cycle(load):
+    text = (MINIMAL + USERS + '[upstreams.c]\nservers = ["c:80"]\n[upstreams.orders.fallback]\nupstream = "users"\n'
+            '[upstreams.users.fallback]\nupstream = "c"\n[upstreams.c.fallback]\nstatus = 502\n')
+    config = load(text)
+    assert [config.upstreams[n].fallback.upstream for n in ("orders", "users", "c")] == ["users", "c", ""]
+
+
+def test_warning_min_idle_above_the_idle_cap(load):
+    config = load(POOL + "max_idle_per_server = 2\nmin_idle = 3\n")
+    assert config.warnings() == [
+        "upstreams.orders: pool.min_idle of 3 cannot be kept: at most max_idle_per_server = 2 idle connections "
+        "are kept per server"
+    ]
 
 
 # --------------------------------------------------------------------------- quick_config
@@ -640,7 +903,8 @@ def test_example_has_every_key_with_its_doc_line():
 
 def test_every_schema_field_has_a_doc_line():
     classes = [Config, ServerConfig, AdminConfig, ListenerConfig, DownstreamConfig, TcpKeepaliveConfig, HeadersConfig,
-               AccessLogConfig, PoolConfig, UpstreamServerConfig, UpstreamConfig, RouteConfig]
+               AccessLogConfig, PoolConfig, UpstreamServerConfig, UpstreamConfig, RouteConfig, IdleTierConfig,
+               BreakerConfig, HealthConfig, LimitsConfig, FallbackConfig]
     for cls in classes:
         for f in dataclasses.fields(cls):
             assert f.metadata.get("doc"), f"{cls.__name__}.{f.name} has no doc line"
@@ -657,11 +921,15 @@ TOML_VALUES = st.recursive(
 SECTIONS = ["server", "admin", "downstream", "headers", "access_log", "downstream.tcp_keepalive"]
 KEYS = st.sampled_from(sorted({f.name for cls in (ServerConfig, AdminConfig, DownstreamConfig, HeadersConfig,
                                                   AccessLogConfig, TcpKeepaliveConfig, PoolConfig, UpstreamConfig,
-                                                  RouteConfig, ListenerConfig) for f in dataclasses.fields(cls)}))
+                                                  RouteConfig, ListenerConfig, BreakerConfig, HealthConfig,
+                                                  LimitsConfig, FallbackConfig, IdleTierConfig)
+                           for f in dataclasses.fields(cls)}))
 
 
 @settings(max_examples=300, deadline=None)
-@given(section=st.sampled_from(SECTIONS + ["upstreams.c", "upstreams.c.pool", "routes", "listeners"]), key=KEYS,
+@given(section=st.sampled_from(SECTIONS + ["upstreams.c", "upstreams.c.pool", "routes", "listeners",
+                                           "upstreams.c.breaker", "upstreams.c.health", "upstreams.c.limits",
+                                           "upstreams.c.fallback"]), key=KEYS,
        value=TOML_VALUES)
 def test_any_value_gives_a_config_or_a_config_error(section, key, value):
     data: dict = {"upstreams": {"c": {"servers": ["a:1"]}}, "routes": [{"upstream": "c"}]}
