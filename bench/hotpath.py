@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from proxy import codec  # noqa: E402
 from proxy.config import parse_config  # noqa: E402
 from proxy.downstream import Downstream  # noqa: E402
-from proxy.server import ProxyServer  # noqa: E402
+from proxy.server import ProxyServer, new_event_loop  # noqa: E402
 from proxy.upstream import UpstreamConn  # noqa: E402
 
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
@@ -96,8 +96,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = ap.parse_args()
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(args.loop)
     asyncio.set_event_loop(loop)
     server, down, conn = build(loop)
     run(2000, down, conn)  # warm-up
@@ -109,7 +110,7 @@ def main() -> int:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     secs = run(args.requests, down, conn)
     assert conn.requests > args.requests, "the pooled connection was not reused"
-    print(f"codec {codec.NAME}: {secs / args.requests * 1e6:.2f} µs of Python per proxied request "
+    print(f"codec {codec.NAME}, {args.loop}: {secs / args.requests * 1e6:.2f} µs of Python per proxied request "
           f"({args.requests} requests)")
     return 0
 
