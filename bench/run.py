@@ -241,7 +241,9 @@ def parse_wrk(out: str) -> dict:
     res["rps"] = float(m.group(1)) if m else 0.0
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
-        res[f"p{pct}_ms"] = dur(m.group(1)) if m else None
+        # wrk reports 0 latency for requests sent by a script's pipelined
+        # writes; show that as "not measured" rather than as zero
+        res[f"p{pct}_ms"] = (dur(m.group(1)) or None) if m else None
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     res["non2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: (.*)", out)
