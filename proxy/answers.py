@@ -14,14 +14,15 @@ import orjson
 from .codec import reason_phrase
 
 
-def error_response(status: int, code: str, rid: bytes, keep: bool, http10: bool = False,
-                   retry_after: int = 0) -> bytes:
-    """A complete JSON error response."""
-    body = orjson.dumps({"error": code, "request_id": rid.decode("latin-1")})
+def static_response(status: int, content_type: bytes, body: bytes, rid: bytes, keep: bool,
+                    http10: bool = False, retry_after: int = 0, headers=()) -> bytes:
+    """A complete response made by the proxy (error or configured fallback)."""
     parts = [
-        b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\nX-Request-ID: %b\r\n"
-        % (status, reason_phrase(status), len(body), rid)
+        b"HTTP/1.1 %d %b\r\nContent-Type: %b\r\nContent-Length: %d\r\nX-Request-ID: %b\r\n"
+        % (status, reason_phrase(status), content_type, len(body), rid)
     ]
+    for name, value in headers:
+        parts.append(b"%b: %b\r\n" % (name, value))
     if retry_after:
         parts.append(b"Retry-After: %d\r\n" % retry_after)
     if not keep:
@@ -31,3 +32,13 @@ def error_response(status: int, code: str, rid: bytes, keep: bool, http10: bool 
     parts.append(b"\r\n")
     parts.append(body)
     return b"".join(parts)
+
+
+def error_body(code: str, rid: bytes) -> bytes:
+    return orjson.dumps({"error": code, "request_id": rid.decode("latin-1")})
+
+
+def error_response(status: int, code: str, rid: bytes, keep: bool, http10: bool = False,
+                   retry_after: int = 0) -> bytes:
+    """A complete JSON error response."""
+    return static_response(status, b"application/json", error_body(code, rid), rid, keep, http10, retry_after)

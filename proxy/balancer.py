@@ -25,9 +25,9 @@ from typing import Callable, Optional, Sequence
 class ServerState:
     """What the proxy knows about one upstream server right now."""
 
-    __slots__ = ("host", "port", "name", "weight", "active", "connect_failed", "current")
+    __slots__ = ("host", "port", "name", "weight", "active", "connect_failed", "current", "breaker", "clock")
 
-    def __init__(self, host: str, port: int, weight: int = 1):
+    def __init__(self, host: str, port: int, weight: int = 1, breaker=None, clock: Callable[[], float] = None):
         self.host = host
         self.port = port
         self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -35,10 +35,13 @@ class ServerState:
         self.active = 0  # in-flight requests (attempts) on this server
         self.connect_failed = False  # last connect attempt failed, no success since
         self.current = 0  # smooth round-robin score
+        self.breaker = breaker  # the server's circuit breaker (None: always available)
+        self.clock = clock  # monotonic time source, injected (tests pass a fake)
 
     def available(self) -> bool:
-        """Whether new requests may be sent here (breakers hook in here)."""
-        return True
+        """Whether new requests may be sent here: its breaker would admit one."""
+        b = self.breaker
+        return b is None or b.peek(self.clock())
 
     def __repr__(self) -> str:  # pragma: no cover
         return f"ServerState({self.name})"

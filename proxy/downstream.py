@@ -36,7 +36,7 @@ import time
 
 from . import codec
 from .accesslog import format_time
-from .answers import error_response
+from .answers import error_body, error_response, static_response
 from .codec import LengthDecoder, ParseError
 from .exchange import Exchange
 
@@ -322,10 +322,20 @@ class Downstream(asyncio.Protocol):
         return type(dec) is LengthDecoder and dec.remaining <= self.cfg.drain_body_limit
 
     def send_error(self, status: int, code: str, rid: bytes) -> None:
+        self.send_static(status, b"application/json", error_body(code, rid), rid, 1 if status == 503 else 0)
+
+    def send_static(self, status: int, content_type: bytes, body: bytes, rid: bytes, retry_after: int = 0,
+                    headers=()) -> None:
+        """Answer the current request with a response the proxy made."""
         head = self.req_head
         keep = self.can_keep_alive(head) and self.can_drain()
         http10 = head is not None and head.version == b"1.0"
-        self.write(error_response(status, code, rid, keep, http10, 1 if status == 503 else 0))
+        if head is not None and head.method == b"HEAD":
+            body_out = static_response(status, content_type, body, rid, keep, http10, retry_after, headers)
+            body_out = body_out[: len(body_out) - len(body)]  # same head, no body
+        else:
+            body_out = static_response(status, content_type, body, rid, keep, http10, retry_after, headers)
+        self.write(body_out)
         self.response_done(keep)
 
     def response_done(self, keep: bool) -> None:

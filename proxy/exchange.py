@@ -36,11 +36,13 @@ transport buffer is over its high-water mark pauses reading on the other.
 
 from __future__ import annotations
 
+import math
 import time
 
 from . import codec, errors
 from .accesslog import format_time
-from .answers import error_response
+from .answers import error_body, error_response
+from .breaker import Outcome, State
 from .codec import FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, encode_chunk
 
 # response phases
@@ -48,6 +50,7 @@ WAIT_HEAD = 0
 BODY = 1
 DONE = 2
 TUNNEL = 3
+HALF_OPEN = State.HALF_OPEN
 
 _monotonic = time.monotonic
 
@@ -94,6 +97,9 @@ class Exchange:
     held_up = None  # upstream head waiting to leave with the first body bytes
     held_down = None  # response head waiting to leave with the first body bytes
     deadline = float("inf")
+    trial = False  # this attempt holds a half-open trial slot of its server's breaker
+    judged = True  # this attempt's outcome went to the breaker (or there is none)
+    attempt_at = 0.0
 
     def __init__(self, down, head, route, cluster, now: float):
         self.down = down
@@ -140,14 +146,28 @@ class Exchange:
             self._fail(errors.RequestDeadline("request deadline passed before a response head"))
             return
         cluster = self.cluster
+        server = None
         if self.fresh_retry:
             server = self.server  # same server, new connection
-        else:
+            if not server.breaker.allow(now):
+                self.fresh_retry = False
+                server = None
+        while server is None:
             server = cluster.pick(self.tried)
             if server is None:
-                self._fail(self.last_error or errors.NoServer("every server was tried"))
+                if any(s not in self.tried for s in cluster.servers):
+                    # the servers left are not available (breakers open)
+                    self._fallback("breaker_open")
+                else:
+                    self._fail(self.last_error or errors.NoServer("every server was tried"))
                 return
             self.tried += (server,)
+            if not server.breaker.allow(now):
+                server = None  # its last trial slot just went; try another
+        # the breaker admitted this attempt; it is judged exactly once
+        self.trial = server.breaker.state == HALF_OPEN
+        self.judged = False
+        self.attempt_at = now
         self.attempts += 1
         self.server = server
         server.active += 1
@@ -161,6 +181,7 @@ class Exchange:
 
     def _on_connect(self, conn, elapsed: float) -> None:
         if self.finished:
+            self._unjudge()
             self.server.active -= 1
             self.cluster.release(conn, True)
             return
@@ -168,6 +189,7 @@ class Exchange:
         self._send(conn, False)
 
     def _on_connect_failed(self, err: errors.ProxyError, elapsed: float) -> None:
+        self._judge(Outcome.CONNECT_TIMEOUT if isinstance(err, errors.ConnectTimeout) else Outcome.CONNECT_FAILED)
         self.server.active -= 1
         if self.finished:
             return
@@ -308,6 +330,7 @@ class Exchange:
                 self.down.write(held)
 
     def _start_response(self, head) -> None:
+        self._judge(self.server.breaker.outcome_for_status(head.status))
         now = _monotonic()
         self.ttfb = now - self.started
         self.resp = head
@@ -432,6 +455,7 @@ class Exchange:
     # ------------------------------------------------------------------
     # tunnel (Upgrade)
     def _start_tunnel(self, head) -> None:
+        self._judge(Outcome.SUCCESS)
         ctx = self.server_ctx
         self.ttfb = _monotonic() - self.started
         self.resp = head
@@ -467,6 +491,54 @@ class Exchange:
         self.down.close()
 
     # ------------------------------------------------------------------
+    # breaker judgement and fallback
+    def _judge(self, outcome: Outcome) -> None:
+        """Report this attempt's outcome to its server's breaker (once)."""
+        if not self.judged:
+            self.judged = True
+            now = _monotonic()
+            self.server.breaker.record(now, outcome, now - self.attempt_at, self.trial)
+
+    def _unjudge(self) -> None:
+        """The attempt ended without saying anything about the server."""
+        if not self.judged:
+            self.judged = True
+            self.server.breaker.cancel(_monotonic(), self.trial)
+
+    def _fallback(self, reason: str) -> None:
+        """Every server left is unavailable: the cluster's fallback answers.
+
+        Immediate and cheap: no connect attempt. Either another cluster takes
+        the request (config forbids cycles), or a static response: the
+        configured one, or by default 503 JSON with Retry-After set to the
+        time until the first open breaker probes again.
+        """
+        cluster = self.cluster
+        fb = cluster.cfg.fallback
+        cluster.metrics.fallback(cluster.name, reason)
+        if fb.upstream:
+            self.cluster = self.server_ctx.clusters[fb.upstream]
+            self.tried = ()
+            self._attempt()
+            return
+        if fb.retry_after == "auto":
+            retry_after = max(1, math.ceil(cluster.retry_after()))
+        elif fb.retry_after == "off":
+            retry_after = 0
+        else:
+            retry_after = max(1, math.ceil(fb.retry_after))
+        if fb.content:
+            body = fb.content
+            ctype = fb.content_type.encode("latin-1")
+        else:
+            body = error_body("upstream_unavailable", self.rid)
+            ctype = b"application/json"
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in fb.headers]
+        self.status = fb.status
+        self._finish("fallback")
+        self.down.send_static(fb.status, ctype, body, self.rid, retry_after, headers)
+
+    # ------------------------------------------------------------------
     # failures
     def _upstream_failed(self, err: errors.ProxyError, stale: bool) -> None:
         """The upstream failed before a response head reached the client.
@@ -479,6 +551,12 @@ class Exchange:
         failures go through the normal budget, to another server.
         """
         self._cancel_timer()
+        if stale:
+            self._unjudge()  # the pool's race with an idle close, not the server's fault
+        elif isinstance(err, (errors.ResponseTimeout, errors.RequestDeadline)):
+            self._judge(Outcome.RESPONSE_TIMEOUT)
+        else:
+            self._judge(Outcome.RESET)
         self._release(False)
         cluster = self.cluster
         cluster.metrics.client_request(cluster.name, "reset" if err.status == 502 else "timeout")
@@ -620,6 +698,7 @@ class Exchange:
         self.cluster.release(conn, reusable)
 
     def _finish(self, outcome: str) -> None:
+        self._unjudge()  # an attempt still open (client gone, bad body) judges nothing
         self.finished = True
         self._cancel_timer()
         self.outcome = outcome

@@ -94,6 +94,12 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "(header, body, send, keepalive, connect, response, request)."),
     ("accesslog_dropped_total", "counter", (),
      "Access log lines dropped because the writer fell behind or the write failed."),
+    ("circuit_breaker_state", "gauge", ("upstream", "server"),
+     "Circuit breaker state of each upstream server: 0 closed, 1 half-open, 2 open."),
+    ("circuit_breaker_transitions_total", "counter", ("upstream", "server", "from", "to"),
+     "Circuit breaker state changes, by server and the states left and entered."),
+    ("fallback_responses_total", "counter", ("upstream", "reason"),
+     "Requests answered by a cluster's fallback (static response or another cluster), by reason."),
     ("edgeproxy_build_info", "gauge", ("version", "codec"),
      "Constant 1, labelled with the running version and HTTP codec."),
 ]
@@ -104,7 +110,7 @@ _SPEC: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 # Gauges evaluated at scrape time from callbacks (see Metrics.set_gauge_source).
 _UNLABELLED_GAUGES = ("http_server_connections_active",)
-_LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active")
+_LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active", "circuit_breaker_state")
 GAUGE_SOURCES = frozenset(_UNLABELLED_GAUGES + _LABELLED_GAUGES)
 
 
@@ -168,6 +174,8 @@ class _EventSeries:
             ("http_client_connect_errors_total", m._conn_err),
             ("http_client_retries_total", m._retry),
             ("http_timeouts_total", m._timeout),
+            ("circuit_breaker_transitions_total", m._transitions),
+            ("fallback_responses_total", m._fallback),
         ):
             _, labels, help_ = _SPEC[name]
             fam = CounterMetricFamily(name, help_, labels=labels)
@@ -209,6 +217,8 @@ class Metrics:
         self._retry: dict[tuple[str], int] = {}
         self._upgrade: dict[tuple[str], int] = {}
         self._timeout: dict[tuple[str, str], int] = {}
+        self._transitions: dict[tuple[str, str, str, str], int] = {}
+        self._fallback: dict[tuple[str, str], int] = {}
         self._dropped = 0
         reg.register(_EventSeries(self))
 
@@ -253,6 +263,14 @@ class Metrics:
 
     def accesslog_dropped(self, n: int = 1) -> None:
         self._dropped += n
+
+    def breaker_transition(self, upstream: str, server: str, from_state: str, to_state: str) -> None:
+        key = (upstream, server, from_state, to_state)
+        self._transitions[key] = self._transitions.get(key, 0) + 1
+
+    def fallback(self, upstream: str, reason: str) -> None:
+        key = (upstream, reason)
+        self._fallback[key] = self._fallback.get(key, 0) + 1
 
     # -- scrape time ------------------------------------------------------
 
@@ -301,6 +319,12 @@ class NullMetrics:
         pass
 
     def accesslog_dropped(self, n: int = 1) -> None:
+        pass
+
+    def breaker_transition(self, upstream: str, server: str, from_state: str, to_state: str) -> None:
+        pass
+
+    def fallback(self, upstream: str, reason: str) -> None:
         pass
 
     def set_gauge_source(self, name: str, fn: Callable | None) -> None:

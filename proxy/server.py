@@ -132,6 +132,8 @@ class ProxyServer:
         self.metrics.set_gauge_source("http_server_connections_active", lambda: len(self.connections))
         self.metrics.set_gauge_source("http_client_conn_pool_idle", lambda: self._pool_gauge(0))
         self.metrics.set_gauge_source("http_client_conn_pool_active", lambda: self._pool_gauge(1))
+        self.metrics.set_gauge_source(
+            "circuit_breaker_state", lambda: [g for c in self.clusters.values() for g in c.breaker_gauges()])
 
     def _pool_gauge(self, which: int):
         out = []

@@ -22,8 +22,9 @@ import errno
 import socket
 import time
 
-from . import errors
+from . import errors, log
 from .balancer import ServerState, make_balancer
+from .breaker import BreakerPolicy, make_breaker
 from .pool import Pool
 
 
@@ -143,7 +144,13 @@ class Cluster:
         self.name = cfg.name
         self.loop = loop
         self.metrics = metrics
-        self.servers = [ServerState(s.address.host, s.address.port, s.weight) for s in cfg.servers]
+        now = time.monotonic()
+        policy = BreakerPolicy.from_config(cfg.breaker)
+        self.servers = []
+        for s in cfg.servers:
+            st = ServerState(s.address.host, s.address.port, s.weight, clock=time.monotonic)
+            st.breaker = make_breaker(policy, now, on_transition=self._transition_reporter(st))
+            self.servers.append(st)
         self.balancer = make_balancer(cfg.balance, self.servers)
         # Host sent upstream when the client sent none (HTTP/1.0) and the
         # route does not rewrite it
@@ -153,6 +160,21 @@ class Cluster:
         self.open_conns: set[UpstreamConn] = set()
         self.pending_connects: set[asyncio.Future] = set()
         self.closing = False
+
+    def _transition_reporter(self, server: ServerState):
+        def report(old, new, now, reason):
+            a, b = old.name.lower(), new.name.lower()
+            self.metrics.breaker_transition(self.name, server.name, a, b)
+            log.event("breaker_transition", level="warning" if new.name == "OPEN" else "info",
+                      upstream=self.name, server=server.name, **{"from": a, "to": b}, reason=reason)
+
+        return report
+
+    def retry_after(self) -> float:
+        """Seconds until the first of the cluster's open breakers probes again."""
+        now = time.monotonic()
+        waits = [s.breaker.retry_after(now) for s in self.servers]
+        return min(waits) if waits else 0.0
 
     # -- choosing -------------------------------------------------------
     def pick(self, exclude=()):
@@ -236,6 +258,10 @@ class Cluster:
         idle = [((self.name, s.name), self.pool.idle_count(s)) for s in self.servers]
         active = [((self.name, s.name), s.active) for s in self.servers]
         return idle, active
+
+    def breaker_gauges(self):
+        """((upstream, server), state) pairs: 0 closed, 1 half-open, 2 open."""
+        return [((self.name, s.name), int(s.breaker.state)) for s in self.servers]
 
     def usable(self) -> bool:
         """At least one server not known to be down (for /readyz)."""

@@ -44,6 +44,9 @@ def exercise_everything(m):
     m.set_gauge_source("http_server_connections_active", lambda: 3)
     m.set_gauge_source("http_client_conn_pool_idle", lambda: [(("backend", "10.0.0.1:80"), 2)])
     m.set_gauge_source("http_client_conn_pool_active", lambda: [(("backend", "10.0.0.1:80"), 1)])
+    m.set_gauge_source("circuit_breaker_state", lambda: [(("backend", "10.0.0.1:80"), 2)])
+    m.breaker_transition("backend", "10.0.0.1:80", "closed", "open")
+    m.fallback("backend", "breaker_open")
 
 
 def test_counters_and_histogram_rendered_with_labels():
