@@ -25,7 +25,8 @@ from typing import Callable, Optional, Sequence
 class ServerState:
     """What the proxy knows about one upstream server right now."""
 
-    __slots__ = ("host", "port", "name", "weight", "active", "connect_failed", "current", "breaker", "clock")
+    __slots__ = ("host", "port", "name", "weight", "active", "connect_failed", "current", "breaker", "clock",
+                 "healthy")
 
     def __init__(self, host: str, port: int, weight: int = 1, breaker=None, clock: Callable[[], float] = None):
         self.host = host
@@ -37,9 +38,12 @@ class ServerState:
         self.current = 0  # smooth round-robin score
         self.breaker = breaker  # the server's circuit breaker (None: always available)
         self.clock = clock  # monotonic time source, injected (tests pass a fake)
+        self.healthy = True  # active health checks say it is up (always True without them)
 
     def available(self) -> bool:
-        """Whether new requests may be sent here: its breaker would admit one."""
+        """Whether new requests may be sent here: healthy, and its breaker would admit one."""
+        if not self.healthy:
+            return False
         b = self.breaker
         return b is None or b.peek(self.clock())
 
