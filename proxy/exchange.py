@@ -43,6 +43,7 @@ from . import codec, errors
 from .accesslog import format_time
 from .answers import error_body, error_response
 from .breaker import Outcome, State
+from .upstream import OVERFLOW, QUEUED
 from .codec import FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, encode_chunk
 
 # response phases
@@ -97,6 +98,11 @@ class Exchange:
     held_up = None  # upstream head waiting to leave with the first body bytes
     held_down = None  # response head waiting to leave with the first body bytes
     deadline = float("inf")
+    queued = False  # waiting in the cluster's pending queue for a connection slot
+    queued_until = 0.0
+    inflight_cluster = None  # the cluster whose max_requests slot this request holds
+    retry_tokens = 0  # retry budget slots held
+    retry_cluster = None
     trial = False  # this attempt holds a half-open trial slot of its server's breaker
     judged = True  # this attempt's outcome went to the breaker (or there is none)
     attempt_at = 0.0
@@ -136,6 +142,11 @@ class Exchange:
         elif head.content_length == 0:
             extra.append((b"Content-Length", b"0"))
         self.up_head = codec.build_request_head(head, target, host, ctx.headers.request_drop, extra)
+        cluster = self.cluster
+        if not cluster.inflight.try_acquire():
+            self._overflow("max_requests")
+            return
+        self.inflight_cluster = cluster
         self._attempt()
 
     # ------------------------------------------------------------------
@@ -171,22 +182,31 @@ class Exchange:
         self.attempts += 1
         self.server = server
         server.active += 1
-        conn = None if self.fresh_retry else cluster.checkout(server)
-        self.fresh_retry = False
-        if conn is not None:
-            self.connect_time = 0.0
-            self._send(conn, True)
-        else:
+        if self.fresh_retry:
+            self.fresh_retry = False
             cluster.connect(server, self._on_connect, self._on_connect_failed)
+            return
+        res = cluster.acquire(server, self)
+        if type(res) is not int:
+            self.connect_time = 0.0
+            self._send(res, True)
+        elif res == QUEUED:
+            # the server is at max_connections: wait for a free one, bounded
+            self.queued = True
+            self.queued_until = now + cluster.pending_timeout
+            self._arm(self.queued_until)
+        elif res == OVERFLOW:
+            self._overflow("max_pending")
+        # CONNECTING: _on_connect or _on_connect_failed follows
 
-    def _on_connect(self, conn, elapsed: float) -> None:
+    def _on_connect(self, conn, elapsed: float, reused: bool = False) -> None:
         if self.finished:
             self._unjudge()
             self.server.active -= 1
             self.cluster.release(conn, True)
             return
         self.connect_time = elapsed
-        self._send(conn, False)
+        self._send(conn, reused)
 
     def _on_connect_failed(self, err: errors.ProxyError, elapsed: float) -> None:
         self._judge(Outcome.CONNECT_TIMEOUT if isinstance(err, errors.ConnectTimeout) else Outcome.CONNECT_FAILED)
@@ -205,11 +225,26 @@ class Exchange:
             and self.head.method in cluster.retry_methods
             and _monotonic() < self.deadline
         ):
+            # the retry budget keeps retries from multiplying an outage
+            if not cluster.retry_budget.try_acquire(cluster.inflight.count):
+                cluster.metrics.retry(cluster.name, "budget_exhausted")
+                self._fail(err)
+                return
+            self.retry_tokens += 1
+            self.retry_cluster = cluster
             self.last_error = err
-            cluster.metrics.retry(cluster.name)
+            cluster.metrics.retry(cluster.name, "retried")
             self._attempt()
         else:
             self._fail(err)
+
+    def _overflow(self, kind: str) -> None:
+        """A concurrency cap said no: fallback, counted as overflow, not failure."""
+        if self.server is not None and not self.judged:
+            self._unjudge()
+            self.server.active -= 1
+        self.cluster.metrics.overflow(self.cluster.name, kind)
+        self._fallback("overflow")
 
     # ------------------------------------------------------------------
     # send
@@ -569,7 +604,7 @@ class Exchange:
         ):
             self.stale_retried = True
             self.fresh_retry = True
-            cluster.metrics.retry(cluster.name)
+            cluster.metrics.retry(cluster.name, "retried")
             self._attempt()
         elif err.retryable:
             self._retry_or_fail(err)
@@ -660,6 +695,12 @@ class Exchange:
         metrics = self.cluster.metrics
         if phase == WAIT_HEAD:
             if self.conn is None:
+                if self.queued:
+                    if now >= self.queued_until:
+                        self.queued = False
+                        self._overflow("pending_timeout")
+                    else:
+                        self._arm(self.queued_until)
                 return
             if now >= self.deadline:
                 metrics.timeout("upstream", "request")
@@ -698,8 +739,17 @@ class Exchange:
         self.cluster.release(conn, reusable)
 
     def _finish(self, outcome: str) -> None:
+        if self.queued:  # left while waiting for a connection slot
+            self.queued = False
+            self.server.active -= 1
         self._unjudge()  # an attempt still open (client gone, bad body) judges nothing
         self.finished = True
+        if self.inflight_cluster is not None:
+            self.inflight_cluster.inflight.release()
+            self.inflight_cluster = None
+        while self.retry_tokens:
+            self.retry_tokens -= 1
+            self.retry_cluster.retry_budget.release()
         self._cancel_timer()
         self.outcome = outcome
         now = _monotonic()

@@ -51,6 +51,7 @@ __all__ = [
     "METRICS_DOC",
     "REQUEST_DURATION_BUCKETS",
     "CONNECT_ERROR_REASONS",
+    "HEALTH_CHECK_RESULTS",
     "GAUGE_SOURCES",
     "Metrics",
     "NullMetrics",
@@ -65,6 +66,9 @@ REQUEST_DURATION_BUCKETS: tuple[float, ...] = (
 
 # Reasons accepted by ``Metrics.connect_error``; anything else is counted as "other".
 CONNECT_ERROR_REASONS = frozenset({"refused", "timeout", "reset", "unreachable", "dns", "other"})
+
+# Results accepted by ``Metrics.health_check``; anything else is counted as "error".
+HEALTH_CHECK_RESULTS = frozenset({"ok", "failed", "timeout", "error"})
 
 # (name, type, label names, help).  Names are the exposed family names, so a
 # counter is listed with its ``_total`` suffix.
@@ -83,8 +87,10 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
     ("http_client_connect_errors_total", "counter", ("upstream", "server", "reason"),
      "Failed upstream connection attempts, by reason "
      "(refused, timeout, reset, unreachable, dns, other)."),
-    ("http_client_retries_total", "counter", ("upstream",),
-     "Upstream request attempts that were retries of an earlier attempt."),
+    ("http_client_retries_total", "counter", ("upstream", "result"),
+     "Retry decisions: result=retried (an attempt repeated) or budget_exhausted (refused by the retry budget)."),
+    ("upstream_overflow_total", "counter", ("upstream", "kind"),
+     "Requests refused by a concurrency cap (max_requests, max_pending, pending_timeout), answered by the fallback."),
     ("http_client_conn_pool_idle", "gauge", ("upstream", "server"),
      "Idle keep-alive connections held in the upstream pool."),
     ("http_client_conn_pool_active", "gauge", ("upstream", "server"),
@@ -100,6 +106,10 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "Circuit breaker state changes, by server and the states left and entered."),
     ("fallback_responses_total", "counter", ("upstream", "reason"),
      "Requests answered by a cluster's fallback (static response or another cluster), by reason."),
+    ("upstream_health", "gauge", ("upstream", "server"),
+     "Active health check verdict of each server of a cluster with health checks: 1 healthy, 0 unhealthy."),
+    ("health_check_total", "counter", ("upstream", "server", "result"),
+     "Active health checks completed, by server and result (ok, failed, timeout, error)."),
     ("edgeproxy_build_info", "gauge", ("version", "codec"),
      "Constant 1, labelled with the running version and HTTP codec."),
 ]
@@ -110,7 +120,8 @@ _SPEC: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 # Gauges evaluated at scrape time from callbacks (see Metrics.set_gauge_source).
 _UNLABELLED_GAUGES = ("http_server_connections_active",)
-_LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active", "circuit_breaker_state")
+_LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active", "circuit_breaker_state",
+                    "upstream_health")
 GAUGE_SOURCES = frozenset(_UNLABELLED_GAUGES + _LABELLED_GAUGES)
 
 
@@ -176,6 +187,8 @@ class _EventSeries:
             ("http_timeouts_total", m._timeout),
             ("circuit_breaker_transitions_total", m._transitions),
             ("fallback_responses_total", m._fallback),
+            ("upstream_overflow_total", m._overflow),
+            ("health_check_total", m._health_checks),
         ):
             _, labels, help_ = _SPEC[name]
             fam = CounterMetricFamily(name, help_, labels=labels)
@@ -214,11 +227,13 @@ class Metrics:
         self._dur_sum: dict[str, float] = {}
         self._client: dict[tuple[str, str], int] = {}
         self._conn_err: dict[tuple[str, str, str], int] = {}
-        self._retry: dict[tuple[str], int] = {}
+        self._retry: dict[tuple[str, str], int] = {}
+        self._overflow: dict[tuple[str, str], int] = {}
         self._upgrade: dict[tuple[str], int] = {}
         self._timeout: dict[tuple[str, str], int] = {}
         self._transitions: dict[tuple[str, str, str, str], int] = {}
         self._fallback: dict[tuple[str, str], int] = {}
+        self._health_checks: dict[tuple[str, str, str], int] = {}
         self._dropped = 0
         reg.register(_EventSeries(self))
 
@@ -249,9 +264,13 @@ class Metrics:
         d = self._conn_err
         d[key] = d.get(key, 0) + 1
 
-    def retry(self, upstream: str) -> None:
-        key = (upstream,)
+    def retry(self, upstream: str, result: str = "retried") -> None:
+        key = (upstream, result)
         self._retry[key] = self._retry.get(key, 0) + 1
+
+    def overflow(self, upstream: str, kind: str) -> None:
+        key = (upstream, kind)
+        self._overflow[key] = self._overflow.get(key, 0) + 1
 
     def upgrade(self, route: str) -> None:
         key = (route,)
@@ -272,6 +291,11 @@ class Metrics:
         key = (upstream, reason)
         self._fallback[key] = self._fallback.get(key, 0) + 1
 
+    def health_check(self, upstream: str, server: str, result: str) -> None:
+        key = (upstream, server, result if result in HEALTH_CHECK_RESULTS else "error")
+        d = self._health_checks
+        d[key] = d.get(key, 0) + 1
+
     # -- scrape time ------------------------------------------------------
 
     def set_gauge_source(self, name: str, fn: Callable | None) -> None:
@@ -279,7 +303,8 @@ class Metrics:
 
         ``http_server_connections_active``: ``fn() -> float``.
         ``http_client_conn_pool_idle`` / ``http_client_conn_pool_active``:
-        ``fn() -> iterable of ((upstream, server), value)``.
+        ``fn() -> iterable of ((upstream, server), value)``; so are
+        ``circuit_breaker_state`` and ``upstream_health``.
         Callbacks run on the thread that calls ``render()``.
         """
         if name not in GAUGE_SOURCES:
@@ -309,7 +334,10 @@ class NullMetrics:
     def connect_error(self, upstream: str, server: str, reason: str) -> None:
         pass
 
-    def retry(self, upstream: str) -> None:
+    def retry(self, upstream: str, result: str = "retried") -> None:
+        pass
+
+    def overflow(self, upstream: str, kind: str) -> None:
         pass
 
     def upgrade(self, route: str) -> None:
@@ -325,6 +353,9 @@ class NullMetrics:
         pass
 
     def fallback(self, upstream: str, reason: str) -> None:
+        pass
+
+    def health_check(self, upstream: str, server: str, result: str) -> None:
         pass
 
     def set_gauge_source(self, name: str, fn: Callable | None) -> None:

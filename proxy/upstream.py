@@ -19,13 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from collections import deque
 import socket
 import time
 
 from . import errors, log
 from .balancer import ServerState, make_balancer
+from .accounting import InFlight
 from .breaker import BreakerPolicy, make_breaker
 from .pool import Pool
+from .retry import RetryBudget
+
+# Cluster.acquire results other than a connection
+CONNECTING = 1
+QUEUED = 2
+OVERFLOW = 3
 
 
 def set_tcp_keepalive(sock, cfg) -> None:
@@ -43,7 +51,8 @@ def set_tcp_keepalive(sock, cfg) -> None:
 
 
 class UpstreamConn(asyncio.Protocol):
-    __slots__ = ("cluster", "server", "transport", "owner", "requests", "closed", "paused", "idle", "read_paused")
+    __slots__ = ("cluster", "server", "transport", "owner", "requests", "closed", "paused", "idle", "read_paused",
+                 "counted")
 
     def __init__(self, cluster: "Cluster", server: ServerState):
         self.cluster = cluster
@@ -55,6 +64,7 @@ class UpstreamConn(asyncio.Protocol):
         self.paused = False  # its write buffer is over the high-water mark
         self.idle = False
         self.read_paused = False  # we stopped reading it (the client is slow)
+        self.counted = False  # holds one of its server's max_connections slots
 
     def connection_made(self, transport):
         self.transport = transport
@@ -157,6 +167,15 @@ class Cluster:
         self.default_host = self.servers[0].name.encode()
         self.pool = Pool.from_config(cfg.pool)
         self.retry_methods = frozenset(m.encode() for m in cfg.retry_methods)
+        # concurrency caps (Envoy-style, apart from the breaker): see acquire()
+        limits = cfg.limits
+        self.inflight = InFlight(limits.max_requests)  # requests of the cluster in flight
+        self.retry_budget = RetryBudget.from_config(limits)
+        self.max_connections = limits.max_connections
+        self.max_pending = limits.max_pending
+        self.pending_timeout = limits.pending_timeout
+        self.conn_count = {s: 0 for s in self.servers}  # open + connecting, per server
+        self.pending: deque = deque()  # (exchange, server) waiting for a connection slot
         self.open_conns: set[UpstreamConn] = set()
         self.pending_connects: set[asyncio.Future] = set()
         self.closing = False
@@ -192,9 +211,51 @@ class Cluster:
                 return conn
             conn.close()
 
+    # -- capped acquisition ---------------------------------------------
+    def acquire(self, server: ServerState, ex):
+        """A connection for ``ex`` to ``server``.
+
+        Returns an idle pooled connection, or CONNECTING (a new connection is
+        being opened; ``ex._on_connect`` / ``_on_connect_failed`` follow),
+        or QUEUED when the server is at ``max_connections`` (``ex._on_connect``
+        follows when a connection frees up; the caller bounds the wait with
+        ``pending_timeout``), or OVERFLOW when the pending queue is full too.
+        """
+        conn = self.checkout(server)
+        if conn is not None:
+            return conn
+        cap = self.max_connections
+        if cap and self.conn_count[server] >= cap:
+            if self.max_pending and len(self.pending) >= self.max_pending:
+                return OVERFLOW
+            self.pending.append((ex, server))
+            return QUEUED
+        self.connect(server, ex._on_connect, ex._on_connect_failed)
+        return CONNECTING
+
+    def _next_pending(self, server: ServerState):
+        """Remove and return the first live exchange waiting on ``server``."""
+        pending = self.pending
+        for i, (ex, srv) in enumerate(pending):
+            if srv is server and not ex.finished and ex.queued:
+                del pending[i]
+                return ex
+        while pending and (pending[0][0].finished or not pending[0][0].queued):
+            pending.popleft()  # forget the dead at the head
+        return None
+
+    def _wake(self, server: ServerState) -> None:
+        """A connection slot of ``server`` freed up: start a waiter's connect."""
+        if self.pending and not self.closing and self.conn_count[server] < (self.max_connections or 1 << 62):
+            ex = self._next_pending(server)
+            if ex is not None:
+                ex.queued = False
+                self.connect(server, ex._on_connect, ex._on_connect_failed)
+
     # -- connecting -----------------------------------------------------
     def connect(self, server: ServerState, on_ok, on_fail) -> None:
         """Open a new connection; exactly one of the callbacks is called."""
+        self.conn_count[server] += 1
         loop = self.loop
         fut = asyncio.ensure_future(
             loop.create_connection(lambda: UpstreamConn(self, server), server.host, server.port)
@@ -212,6 +273,7 @@ class Cluster:
                 exc = f.exception()
             if exc is None:
                 transport, conn = f.result()
+                conn.counted = True  # conn_count is given back when it closes
                 if self.closing:
                     transport.close()
                     on_fail(errors.ConnectRefused("cluster closing"), 0.0)
@@ -220,6 +282,8 @@ class Cluster:
                 self.open_conns.add(conn)
                 on_ok(conn, time.monotonic() - started)
                 return
+            self.conn_count[server] -= 1
+            self._wake(server)
             reason, cls = _connect_reason(exc)
             server.connect_failed = True
             self.metrics.connect_error(self.name, server.name, reason)
@@ -235,6 +299,12 @@ class Cluster:
             conn.close()
             return
         conn.resume_reading()  # an idle connection must notice the server closing it
+        if self.pending:
+            ex = self._next_pending(conn.server)
+            if ex is not None:  # a request waits for exactly this: hand it over
+                ex.queued = False
+                ex._on_connect(conn, 0.0, True)
+                return
         conn.idle = True
         for victim in self.pool.give(conn.server, conn, conn.requests, time.monotonic()):
             victim.idle = False
@@ -246,6 +316,10 @@ class Cluster:
             conn.idle = False
             self.pool.remove(conn.server, conn)
         self.open_conns.discard(conn)
+        if conn.counted:
+            conn.counted = False
+            self.conn_count[conn.server] -= 1
+            self._wake(conn.server)
 
     def expire_idle(self) -> None:
         for conn in self.pool.expire(time.monotonic()):

@@ -47,6 +47,9 @@ def exercise_everything(m):
     m.set_gauge_source("circuit_breaker_state", lambda: [(("backend", "10.0.0.1:80"), 2)])
     m.breaker_transition("backend", "10.0.0.1:80", "closed", "open")
     m.fallback("backend", "breaker_open")
+    m.set_gauge_source("upstream_health", lambda: [(("backend", "10.0.0.1:80"), 0)])
+    m.health_check("backend", "10.0.0.1:80", "timeout")
+    m.overflow("backend", "max_pending")
 
 
 def test_counters_and_histogram_rendered_with_labels():
@@ -90,7 +93,7 @@ def test_counters_and_histogram_rendered_with_labels():
     ce = "http_client_connect_errors_total"
     assert sample(f, ce, upstream="backend", server="10.0.0.1:80", reason="refused") == 1
     assert sample(f, ce, upstream="backend", server="10.0.0.1:80", reason="other") == 1
-    assert sample(f, "http_client_retries_total", upstream="backend") == 1
+    assert sample(f, "http_client_retries_total", upstream="backend", result="retried") == 1
     assert sample(f, "http_server_upgrades_total", route="ws") == 1
     assert sample(f, "http_timeouts_total", side="downstream", phase="header") == 2
     assert sample(f, "accesslog_dropped_total") == 5
@@ -135,7 +138,7 @@ def test_event_series_accumulate_and_histogram_is_cumulative():
     assert s[(h + "_count", (("route", "api"),))] == 6
     assert abs(s[(h + "_sum", (("route", "api"),))] - 107.0164) < 1e-9
     assert s[("http_client_requests_total", (("code", "200"), ("upstream", "u")))] == 3
-    assert s[("http_client_retries_total", (("upstream", "u"),))] == 3
+    assert s[("http_client_retries_total", (("result", "retried"), ("upstream", "u")))] == 3
     assert s[("http_client_connect_errors_total", (("reason", "other"), ("server", "s"), ("upstream", "u")))] == 1
     assert s[("accesslog_dropped_total", ())] == 4
 
