@@ -26,7 +26,7 @@ class ServerState:
     """What the proxy knows about one upstream server right now."""
 
     __slots__ = ("host", "port", "name", "weight", "active", "connect_failed", "current", "breaker", "clock",
-                 "healthy")
+                 "healthy", "served", "peak_active")
 
     def __init__(self, host: str, port: int, weight: int = 1, breaker=None, clock: Callable[[], float] = None):
         self.host = host
@@ -39,6 +39,8 @@ class ServerState:
         self.breaker = breaker  # the server's circuit breaker (None: always available)
         self.clock = clock  # monotonic time source, injected (tests pass a fake)
         self.healthy = True  # active health checks say it is up (always True without them)
+        self.served = 0  # attempts started, ever (sampled once a second for the rate)
+        self.peak_active = 0  # highest ``active`` since the last sample
 
     def available(self) -> bool:
         """Whether new requests may be sent here: healthy, and its breaker would admit one."""

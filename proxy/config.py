@@ -641,7 +641,7 @@ class PoolConfig:
     max_idle_per_server: int = _spec(128, _integer(0), "idle keep-alive connections kept per server (0 = no reuse); below the concurrency, connections churn")
     max_idle_total: int = _spec(1024, _integer(0), "idle connections kept for the whole cluster")
     idle_timeout: float = _spec(60.0, _duration(),
-                                "close pooled connections idle this long (keep it below the server's own timeout)")
+                                "with adaptive_idle = false: close pooled connections idle this long (below the server's own timeout)")
     max_requests_per_connection: int = _spec(1000, _integer(1), "close an upstream connection after this many requests")
     connect_timeout: float = _spec(5.0, _duration(), "max time to open a TCP connection to a server")
     tcp_keepalive: TcpKeepaliveConfig = _sub(TcpKeepaliveConfig, "TCP keepalive on upstream connections")

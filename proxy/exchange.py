@@ -182,6 +182,9 @@ class Exchange:
         self.attempts += 1
         self.server = server
         server.active += 1
+        server.served += 1
+        if server.active > server.peak_active:
+            server.peak_active = server.active
         if self.fresh_retry:
             self.fresh_retry = False
             cluster.connect(server, self._on_connect, self._on_connect_failed)

@@ -100,6 +100,15 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "(header, body, send, keepalive, connect, response, request)."),
     ("accesslog_dropped_total", "counter", (),
      "Access log lines dropped because the writer fell behind or the write failed."),
+    ("http_client_conn_pool_opened_total", "counter", ("upstream", "server"),
+     "Upstream connections opened (for requests or by warm-up)."),
+    ("http_client_conn_pool_reused_total", "counter", ("upstream", "server"),
+     "Requests sent on an idle pooled connection instead of a new one."),
+    ("http_client_conn_pool_evicted_total", "counter", ("upstream", "reason"),
+     "Pooled connections closed by the pool, by reason (idle_timeout, idle_cap, total_cap, max_requests, "
+     "closed_by_server)."),
+    ("http_client_conn_pool_idle_timeout_seconds", "gauge", ("upstream", "server"),
+     "Idle timeout currently applied to the server's pooled connections (adaptive to its request rate)."),
     ("circuit_breaker_state", "gauge", ("upstream", "server"),
      "Circuit breaker state of each upstream server: 0 closed, 1 half-open, 2 open."),
     ("circuit_breaker_transitions_total", "counter", ("upstream", "server", "from", "to"),
@@ -120,8 +129,8 @@ _SPEC: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 # Gauges evaluated at scrape time from callbacks (see Metrics.set_gauge_source).
 _UNLABELLED_GAUGES = ("http_server_connections_active",)
-_LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active", "circuit_breaker_state",
-                    "upstream_health")
+_LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active",
+                    "http_client_conn_pool_idle_timeout_seconds", "circuit_breaker_state", "upstream_health")
 GAUGE_SOURCES = frozenset(_UNLABELLED_GAUGES + _LABELLED_GAUGES)
 
 
@@ -188,6 +197,9 @@ class _EventSeries:
             ("circuit_breaker_transitions_total", m._transitions),
             ("fallback_responses_total", m._fallback),
             ("upstream_overflow_total", m._overflow),
+            ("http_client_conn_pool_opened_total", m._opened),
+            ("http_client_conn_pool_reused_total", m._reused),
+            ("http_client_conn_pool_evicted_total", m._evicted),
             ("health_check_total", m._health_checks),
         ):
             _, labels, help_ = _SPEC[name]
@@ -229,6 +241,9 @@ class Metrics:
         self._conn_err: dict[tuple[str, str, str], int] = {}
         self._retry: dict[tuple[str, str], int] = {}
         self._overflow: dict[tuple[str, str], int] = {}
+        self._opened: dict[tuple[str, str], int] = {}
+        self._reused: dict[tuple[str, str], int] = {}
+        self._evicted: dict[tuple[str, str], int] = {}
         self._upgrade: dict[tuple[str], int] = {}
         self._timeout: dict[tuple[str, str], int] = {}
         self._transitions: dict[tuple[str, str, str, str], int] = {}
@@ -271,6 +286,18 @@ class Metrics:
     def overflow(self, upstream: str, kind: str) -> None:
         key = (upstream, kind)
         self._overflow[key] = self._overflow.get(key, 0) + 1
+
+    def pool_opened(self, upstream: str, server: str) -> None:
+        key = (upstream, server)
+        self._opened[key] = self._opened.get(key, 0) + 1
+
+    def pool_reused(self, upstream: str, server: str) -> None:
+        key = (upstream, server)
+        self._reused[key] = self._reused.get(key, 0) + 1
+
+    def pool_evicted(self, upstream: str, reason: str) -> None:
+        key = (upstream, reason)
+        self._evicted[key] = self._evicted.get(key, 0) + 1
 
     def upgrade(self, route: str) -> None:
         key = (route,)
@@ -338,6 +365,15 @@ class NullMetrics:
         pass
 
     def overflow(self, upstream: str, kind: str) -> None:
+        pass
+
+    def pool_opened(self, upstream: str, server: str) -> None:
+        pass
+
+    def pool_reused(self, upstream: str, server: str) -> None:
+        pass
+
+    def pool_evicted(self, upstream: str, reason: str) -> None:
         pass
 
     def upgrade(self, route: str) -> None:

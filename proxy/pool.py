@@ -110,6 +110,20 @@ class Pool:
             out.append(conn)
         return out
 
+    def expire_each(self, now: float, timeout_of) -> list:
+        """Like ``expire``, with each server's own idle timeout (``timeout_of(server)``)."""
+        out = []
+        for server, d in self._by_server.items():
+            limit = now - timeout_of(server)
+            while d:
+                conn, since = next(iter(d.items()))
+                if since > limit:
+                    break
+                d.popitem(last=False)
+                del self._all[conn]
+                out.append(conn)
+        return out
+
     def drain(self) -> list:
         """Every idle connection, removed (shutdown)."""
         out = list(self._all)
@@ -263,3 +277,49 @@ class WarmupPlanner:
     def __repr__(self) -> str:
         return (f"WarmupPlanner(min_idle={self.min_idle}, parallel={self.parallel}, "
                 f"surge_factor={self.surge_factor!r}, cap={self.cap})")
+
+
+class LoadSampler:
+    """One server's load, sampled once a second by the engine (sans-IO).
+
+    The hot path only counts (requests started, peak in-flight); this turns
+    the counts into the figures the pool policies need: the request rate over
+    the last ``short`` seconds, its average over the last ``long`` seconds,
+    and the peak concurrency seen over ``long`` seconds (the warm-up target:
+    connections the server needed recently).
+    """
+
+    def __init__(self, now: float, short: int = 10, long: int = 60):
+        from collections import deque
+
+        self.short = short
+        self._counts = deque(maxlen=long)  # requests per sample
+        self._peaks = deque(maxlen=long)  # peak in-flight per sample
+        self._spans = deque(maxlen=long)  # seconds covered by each sample
+        self._last_total = 0
+        self._last_at = now
+
+    def sample(self, now: float, total: int, peak: int) -> None:
+        span = now - self._last_at
+        if span <= 0:
+            return
+        self._counts.append(max(0, total - self._last_total))
+        self._peaks.append(peak)
+        self._spans.append(span)
+        self._last_total = total
+        self._last_at = now
+
+    def _rate(self, n: int) -> float:
+        counts = list(self._counts)[-n:]
+        spans = list(self._spans)[-n:]
+        t = sum(spans)
+        return sum(counts) / t if t > 0 else 0.0
+
+    def rate(self) -> float:
+        return self._rate(self.short)
+
+    def average(self) -> float:
+        return self._rate(len(self._counts))
+
+    def peak(self) -> int:
+        return max(self._peaks, default=0)

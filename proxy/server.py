@@ -16,8 +16,8 @@ transports with a ``Downstream`` protocol.
 Shutdown (SIGTERM or SIGINT): stop accepting (listening sockets closed),
 close idle keep-alive connections at once, let in-flight requests finish
 (their responses carry ``Connection: close``) for up to ``drain_timeout``,
-then abort what is left, close upstream pools, flush the access log, and
-return 0.
+then abort what is left, stop the active health checks, close upstream
+pools, flush the access log, and return 0.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .accesslog import AccessLog
 from .admin import AdminServer
 from .downstream import Downstream
 from .headers import HeaderPolicy
+from .healthcheck import HealthChecker
 from .metrics import Metrics
 from .routing import Router
 from .upstream import Cluster, set_tcp_keepalive
@@ -133,7 +134,15 @@ class ProxyServer:
         self.metrics.set_gauge_source("http_client_conn_pool_idle", lambda: self._pool_gauge(0))
         self.metrics.set_gauge_source("http_client_conn_pool_active", lambda: self._pool_gauge(1))
         self.metrics.set_gauge_source(
+            "http_client_conn_pool_idle_timeout_seconds",
+            lambda: [g for c in self.clusters.values() for g in c.idle_timeout_gauges()])
+        self.metrics.set_gauge_source(
             "circuit_breaker_state", lambda: [g for c in self.clusters.values() for g in c.breaker_gauges()])
+        # active health checks, when any cluster enables them (started by start())
+        self.health: HealthChecker | None = None
+        if any(c.cfg.health.enabled for c in self.clusters.values()):
+            self.health = HealthChecker(self)
+            self.metrics.set_gauge_source("upstream_health", self.health.gauges)
 
     def _pool_gauge(self, which: int):
         out = []
@@ -161,12 +170,14 @@ class ProxyServer:
         if self.admin is not None:
             log.event("admin", address=self.admin.address)
         self._sweeper = self.loop.call_later(1.0, self._sweep)
+        if self.health is not None:
+            self.health.start()  # first checks at once; servers start healthy
         log.event("ready", codec=codec.NAME, version=__version__,
                   loop=type(self.loop).__module__.split(".")[0])
 
     def _sweep(self) -> None:
         for c in self.clusters.values():
-            c.expire_idle()
+            c.tick()
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
     def accept(self, sock: socket.socket, listener: Listener) -> None:
@@ -223,6 +234,8 @@ class ProxyServer:
                 log.warn("drain_timeout", connections=len(self.connections))
         for conn in list(self.connections):
             conn.abort()
+        if self.health is not None:
+            self.health.stop()
         for c in self.clusters.values():
             c.close()
         if self._sweeper is not None:

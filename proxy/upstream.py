@@ -27,7 +27,7 @@ from . import errors, log
 from .balancer import ServerState, make_balancer
 from .accounting import InFlight
 from .breaker import BreakerPolicy, make_breaker
-from .pool import Pool
+from .pool import IdleTiers, LoadSampler, Pool, WarmupPlanner
 from .retry import RetryBudget
 
 # Cluster.acquire results other than a connection
@@ -176,6 +176,14 @@ class Cluster:
         self.pending_timeout = limits.pending_timeout
         self.conn_count = {s: 0 for s in self.servers}  # open + connecting, per server
         self.pending: deque = deque()  # (exchange, server) waiting for a connection slot
+        # adaptive pool: per-server load, idle timeout of the moment, warm-up
+        self.tiers = IdleTiers.from_config(cfg.pool)
+        self.planner = WarmupPlanner.from_config(cfg.pool)
+        self.load = {s: LoadSampler(now) for s in self.servers}
+        self.idle_timeout_now = {s: self.tiers.timeout_for(0.0) for s in self.servers}
+        self.opening = {s: 0 for s in self.servers}
+        self.recovering: set[ServerState] = set()
+        self.starting = True
         self.open_conns: set[UpstreamConn] = set()
         self.pending_connects: set[asyncio.Future] = set()
         self.closing = False
@@ -183,6 +191,8 @@ class Cluster:
     def _transition_reporter(self, server: ServerState):
         def report(old, new, now, reason):
             a, b = old.name.lower(), new.name.lower()
+            if b == "closed":
+                self.recovering.add(server)
             self.metrics.breaker_transition(self.name, server.name, a, b)
             log.event("breaker_transition", level="warning" if new.name == "OPEN" else "info",
                       upstream=self.name, server=server.name, **{"from": a, "to": b}, reason=reason)
@@ -208,6 +218,7 @@ class Cluster:
                 return None
             conn.idle = False
             if not conn.closed and not conn.transport.is_closing():
+                self.metrics.pool_reused(self.name, server.name)
                 return conn
             conn.close()
 
@@ -279,6 +290,7 @@ class Cluster:
                     on_fail(errors.ConnectRefused("cluster closing"), 0.0)
                     return
                 server.connect_failed = False
+                self.metrics.pool_opened(self.name, server.name)
                 self.open_conns.add(conn)
                 on_ok(conn, time.monotonic() - started)
                 return
@@ -307,6 +319,11 @@ class Cluster:
                 return
         conn.idle = True
         for victim in self.pool.give(conn.server, conn, conn.requests, time.monotonic()):
+            if victim is conn:
+                reason = "max_requests" if conn.requests >= self.pool.max_requests else "idle_cap"
+            else:
+                reason = "total_cap"
+            self.metrics.pool_evicted(self.name, reason)
             victim.idle = False
             victim.close()
 
@@ -314,17 +331,68 @@ class Cluster:
         """Called when a connection closes, wherever it was."""
         if conn.idle:
             conn.idle = False
-            self.pool.remove(conn.server, conn)
+            if self.pool.remove(conn.server, conn):
+                self.metrics.pool_evicted(self.name, "closed_by_server")
         self.open_conns.discard(conn)
         if conn.counted:
             conn.counted = False
             self.conn_count[conn.server] -= 1
             self._wake(conn.server)
 
-    def expire_idle(self) -> None:
-        for conn in self.pool.expire(time.monotonic()):
+    def tick(self) -> None:
+        """Once a second: sample load, adapt idle timeouts, expire, warm up.
+
+        Each server's idle timeout follows its request rate (``IdleTiers``:
+        quiet servers release connections, busy ones keep them). Warm-up
+        (``WarmupPlanner``) opens connections ahead of need: ``min_idle`` at
+        all times, the recent peak concurrency at start and after a server
+        recovers, more when the rate surges over its one-minute average;
+        at most ``warmup_parallel`` opening at once per server, each one a
+        completed TCP connect before it joins the pool.
+        """
+        now = time.monotonic()
+        for s in self.servers:
+            load = self.load[s]
+            load.sample(now, s.served, s.peak_active)
+            s.peak_active = s.active
+            self.idle_timeout_now[s] = self.tiers.timeout_for(load.rate())
+        for conn in self.pool.expire_each(now, self.idle_timeout_now.__getitem__):
             conn.idle = False
+            self.metrics.pool_evicted(self.name, "idle_timeout")
             conn.close()
+        if self.closing:
+            return
+        for s in self.servers:
+            if not s.available():
+                continue
+            load = self.load[s]
+            recovering = s in self.recovering
+            n = self.planner.to_open(now, self.pool.idle_count(s), self.opening[s], load.peak(), load.rate(),
+                                     load.average(), recovering, self.starting)
+            if recovering and n == 0:
+                self.recovering.discard(s)
+            cap = self.max_connections
+            for _ in range(n):
+                if cap and self.conn_count[s] >= cap:
+                    break
+                self._warm(s)
+        self.starting = False
+
+    def _warm(self, server: ServerState) -> None:
+        self.opening[server] += 1
+
+        def ok(conn, _elapsed):
+            self.opening[server] -= 1
+            self.release(conn, True)
+
+        def fail(_err, _elapsed):
+            self.opening[server] -= 1
+
+        self.connect(server, ok, fail)
+
+    def mark_recovering(self, server: ServerState) -> None:
+        """The server came back (breaker closed, health restored): warm it."""
+        self.recovering.add(server)
 
     # -- observing ------------------------------------------------------
     def pool_gauges(self):
@@ -332,6 +400,10 @@ class Cluster:
         idle = [((self.name, s.name), self.pool.idle_count(s)) for s in self.servers]
         active = [((self.name, s.name), s.active) for s in self.servers]
         return idle, active
+
+    def idle_timeout_gauges(self):
+        """((upstream, server), seconds): the adaptive idle timeout in force."""
+        return [((self.name, s.name), self.idle_timeout_now[s]) for s in self.servers]
 
     def breaker_gauges(self):
         """((upstream, server), state) pairs: 0 closed, 1 half-open, 2 open."""

@@ -312,7 +312,7 @@ def test_pool_idle_timeout_closes_idle_upstream_connections(proxy_factory, upstr
     from support import base_config
 
     up = upstream_factory()
-    cfg = base_config({"app": [up.address]}, tmp=tmp_path) + '\n[upstreams.app.pool]\nidle_timeout = "1s"\n'
+    cfg = base_config({"app": [up.address]}, tmp=tmp_path) + '\n[upstreams.app.pool]\nadaptive_idle = false\nidle_timeout = "1s"\n'
     px = proxy_factory(config=cfg)
     with Client(px.addr) as c:
         assert c.request("GET", "/a").status == 200

@@ -50,6 +50,10 @@ def exercise_everything(m):
     m.set_gauge_source("upstream_health", lambda: [(("backend", "10.0.0.1:80"), 0)])
     m.health_check("backend", "10.0.0.1:80", "timeout")
     m.overflow("backend", "max_pending")
+    m.pool_opened("backend", "10.0.0.1:80")
+    m.pool_reused("backend", "10.0.0.1:80")
+    m.pool_evicted("backend", "idle_timeout")
+    m.set_gauge_source("http_client_conn_pool_idle_timeout_seconds", lambda: [(("backend", "10.0.0.1:80"), 30.0)])
 
 
 def test_counters_and_histogram_rendered_with_labels():
