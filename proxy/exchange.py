@@ -166,9 +166,11 @@ class Exchange:
         while server is None:
             server = cluster.pick(self.tried)
             if server is None:
-                if any(s not in self.tried for s in cluster.servers):
-                    # the servers left are not available (breakers open)
-                    self._fallback("breaker_open")
+                left = [s for s in cluster.servers if s not in self.tried]
+                if left:
+                    # the servers left are not available: health checks say
+                    # down, or their breakers are open
+                    self._fallback("breaker_open" if any(s.healthy for s in left) else "unhealthy")
                 else:
                     self._fail(self.last_error or errors.NoServer("every server was tried"))
                 return

@@ -326,6 +326,8 @@ class HealthChecker:
         if change is not None:
             old, new = change
             server.healthy = new
+            if new:
+                cluster.mark_recovering(server)  # warm it before it takes full traffic
             log.event("health_transition", level="info" if new else "warning",
                       upstream=cluster.name, server=server.name,
                       **{"from": "healthy" if old else "unhealthy", "to": "healthy" if new else "unhealthy"},
