@@ -246,3 +246,12 @@ def test_metrics_doc_matches_render():
         assert fam.samples, f"{name} has no samples after exercising every method"
         for s in fam.samples:
             assert set(s.labels) - {"le"} == set(labels), (name, s)
+
+
+def test_readme_lists_every_metric():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, kind, labels, _ in METRICS_DOC:
+        row = f"| `{name}` | {kind} | {', '.join(labels) or '-'} |"
+        assert row in readme, f"README metrics table lacks {row}"
