@@ -61,3 +61,38 @@ def test_fixed_idle_timeout_when_adaptive_is_off(proxy_factory, upstream_factory
                        extra='[upstreams.app.pool]\nadaptive_idle = false\nidle_timeout = "45s"\n')
     assert metric_value(px.metrics(), "http_client_conn_pool_idle_timeout_seconds",
                         upstream="app", server=up.address) == 45.0
+
+
+def test_recovered_server_is_warmed_before_full_traffic(proxy_factory, upstream_factory):
+    import asyncio
+
+    mode = {"delay": 0.3, "status": 200}
+
+    async def handler(req, reply):
+        await asyncio.sleep(mode["delay"])  # the upstream's own pace
+        await reply.send(mode["status"], body=b"x")
+
+    up = upstream_factory(handler)
+    extra = ('[upstreams.app.pool]\nadaptive_idle = false\nidle_timeout = "1s"\n'
+             '[upstreams.app.breaker]\nconsecutive_failures = 2\nopen_duration = "300ms"\njitter = 0.0\n'
+             'half_open_successes = 1\n')
+    px = proxy_factory(upstreams={"app": [up.address]}, cluster_extra="tries = 1", extra=extra)
+    # a burst of 4 concurrent requests: the server's recent peak concurrency is 4
+    clients = [Client(px.addr) for _ in range(4)]
+    for c in clients:
+        c.send_raw(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert [c.read_response().status for c in clients] == [200] * 4
+    for c in clients:
+        c.close()
+    assert wait_for(lambda: up.open_connections == 0, timeout=4.0)  # idle ones expired
+    mode.update(delay=0.0, status=503)
+    with Client(px.addr) as c:
+        assert [c.request("GET", "/").status for _ in range(2)] == [503, 503]
+        assert c.request("GET", "/").json()["error"] == "upstream_unavailable"  # open
+        mode["status"] = 200
+        assert wait_for(lambda: c.request("GET", "/").status == 200, timeout=4.0)  # probe closes it
+    n = len(up.requests)
+    # recovered: the pool opens connections up to the recent peak before traffic needs them
+    assert wait_for(lambda: up.open_connections >= 4, timeout=4.0)
+    assert len(up.requests) == n  # opened ahead of need, no request sent on them
+    assert metric_value(px.metrics(), "http_client_conn_pool_idle", upstream="app", server=up.address) >= 4
