@@ -128,3 +128,39 @@ def test_half_open_probe_and_recovery(proxy_factory, upstream_factory):
          for k, (a, b) in {"trip": ("closed", "open"), "probe": ("open", "half_open"),
                            "reopen": ("half_open", "open"), "close": ("half_open", "closed")}.items()}
     assert t["trip"] == 1 and t["reopen"] == 1 and t["close"] == 1 and t["probe"] == 2
+
+
+def test_resets_before_response_trip_the_breaker(proxy_factory, upstream_factory):
+    async def reset(req, reply):
+        reply.abort()  # connection reset before any response byte
+
+    bad = upstream_factory(reset)
+    good = upstream_factory()
+    px = proxy_factory(upstreams={"app": [bad.address, good.address]},
+                       cluster_extra='tries = 1\nretry_methods = ["HEAD"]',
+                       extra=breaker_toml("app", consecutive_failures=3, open_duration='"30s"'))
+    with Client(px.addr) as c:
+        statuses = [c.request("GET", "/").status for _ in range(20)]
+    assert statuses.count(502) == 3 and statuses[-10:] == [200] * 10
+    m = px.metrics()
+    assert metric_value(m, "circuit_breaker_state", upstream="app", server=bad.address) == 2
+    assert metric_value(m, "http_client_requests_total", upstream="app", code="reset") == 3
+
+
+def test_slow_calls_trip_the_breaker_when_configured(proxy_factory, upstream_factory):
+    import asyncio
+
+    async def slow(req, reply):
+        await asyncio.sleep(0.15)  # answers, but slowly
+        await reply.send(200, body=b"slow")
+
+    up = upstream_factory(slow)
+    px = proxy_factory(upstreams={"app": [up.address]}, cluster_extra="tries = 1",
+                       extra=breaker_toml("app", slow_call_threshold='"50ms"', slow_call_rate=0.5,
+                                          min_requests=4, consecutive_failures=0, open_duration='"30s"'))
+    with Client(px.addr) as c:
+        statuses = [c.request("GET", "/").status for _ in range(6)]
+    assert statuses[:4] == [200] * 4  # slow but successful answers still reach the client
+    assert statuses[4:] == [503, 503]  # then the breaker opened on slow calls: fallback
+    assert len(up.requests) == 4
+    assert any(e.get("event") == "breaker_transition" and e.get("reason") == "slow_calls" for e in px.events)
