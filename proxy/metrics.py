@@ -223,6 +223,10 @@ class _EventSeries:
         yield fam
 
 
+def _bump(counts: dict, key: tuple) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
 class Metrics:
     """All of the proxy's Prometheus series, on a private registry."""
 
@@ -258,7 +262,7 @@ class Metrics:
     # -- hot path ---------------------------------------------------------
 
     def request_done(self, route: str, code: int, duration: float) -> None:
-        key = (route, code)
+        key = (route, code)  # per request: inlined rather than _bump()
         d = self._req
         d[key] = d.get(key, 0) + 1
         counts = self._dur.get(route)
@@ -270,58 +274,45 @@ class Metrics:
 
     def client_request(self, upstream: str, code: int | str) -> None:
         """``code``: the status (int) or a failure name (str)."""
-        key = (upstream, code)
+        key = (upstream, code)  # per request: inlined rather than _bump()
         d = self._client
         d[key] = d.get(key, 0) + 1
 
     def connect_error(self, upstream: str, server: str, reason: str) -> None:
-        key = (upstream, server, reason if reason in CONNECT_ERROR_REASONS else "other")
-        d = self._conn_err
-        d[key] = d.get(key, 0) + 1
+        _bump(self._conn_err, (upstream, server, reason if reason in CONNECT_ERROR_REASONS else "other"))
 
     def retry(self, upstream: str, result: str = "retried") -> None:
-        key = (upstream, result)
-        self._retry[key] = self._retry.get(key, 0) + 1
+        _bump(self._retry, (upstream, result))
 
     def overflow(self, upstream: str, kind: str) -> None:
-        key = (upstream, kind)
-        self._overflow[key] = self._overflow.get(key, 0) + 1
+        _bump(self._overflow, (upstream, kind))
 
     def pool_opened(self, upstream: str, server: str) -> None:
-        key = (upstream, server)
-        self._opened[key] = self._opened.get(key, 0) + 1
+        _bump(self._opened, (upstream, server))
 
     def pool_reused(self, upstream: str, server: str) -> None:
-        key = (upstream, server)
-        self._reused[key] = self._reused.get(key, 0) + 1
+        _bump(self._reused, (upstream, server))
 
     def pool_evicted(self, upstream: str, reason: str) -> None:
-        key = (upstream, reason)
-        self._evicted[key] = self._evicted.get(key, 0) + 1
+        _bump(self._evicted, (upstream, reason))
 
     def upgrade(self, route: str) -> None:
-        key = (route,)
-        self._upgrade[key] = self._upgrade.get(key, 0) + 1
+        _bump(self._upgrade, (route,))
 
     def timeout(self, side: str, phase: str) -> None:
-        key = (side, phase)
-        self._timeout[key] = self._timeout.get(key, 0) + 1
+        _bump(self._timeout, (side, phase))
 
     def accesslog_dropped(self, n: int = 1) -> None:
         self._dropped += n
 
     def breaker_transition(self, upstream: str, server: str, from_state: str, to_state: str) -> None:
-        key = (upstream, server, from_state, to_state)
-        self._transitions[key] = self._transitions.get(key, 0) + 1
+        _bump(self._transitions, (upstream, server, from_state, to_state))
 
     def fallback(self, upstream: str, reason: str) -> None:
-        key = (upstream, reason)
-        self._fallback[key] = self._fallback.get(key, 0) + 1
+        _bump(self._fallback, (upstream, reason))
 
     def health_check(self, upstream: str, server: str, result: str) -> None:
-        key = (upstream, server, result if result in HEALTH_CHECK_RESULTS else "error")
-        d = self._health_checks
-        d[key] = d.get(key, 0) + 1
+        _bump(self._health_checks, (upstream, server, result if result in HEALTH_CHECK_RESULTS else "error"))
 
     # -- scrape time ------------------------------------------------------
 

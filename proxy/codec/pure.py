@@ -59,6 +59,18 @@ def _tokens(value: bytes) -> list[bytes]:
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
 
 
+_REQUEST_TOO_LARGE = (431, "header_too_large", "request head exceeds the size limit")
+_RESPONSE_TOO_LARGE = (502, "invalid_response", "response head exceeds the size limit")
+
+
+def _head_end_within(buf, scan_from: int, max_size: int, too_large) -> int:
+    """``head_end`` of ``buf`` (-1 while incomplete), refusing a head over ``max_size``."""
+    end = head_end(buf, scan_from)
+    if (end < 0 and len(buf) > max_size) or end > max_size:
+        raise ParseError(*too_large)
+    return end
+
+
 def parse_request_head(buf, max_size: int, scan_from: int = 0):
     """Parse one request head from the start of ``buf``.
 
@@ -67,14 +79,10 @@ def parse_request_head(buf, max_size: int, scan_from: int = 0):
     ParseError(400/501/505) for what h11 or the proxy's rules refuse.
     """
     start = _skip_blank_lines(buf)
-    end = head_end(buf, max(start, scan_from - 3))
     # the size limit counts skipped empty lines too: they are not free to send
+    end = _head_end_within(buf, max(start, scan_from - 3), max_size, _REQUEST_TOO_LARGE)
     if end < 0:
-        if len(buf) > max_size:
-            raise ParseError(431, "header_too_large", "request head exceeds the size limit")
         return None
-    if end > max_size:
-        raise ParseError(431, "header_too_large", "request head exceeds the size limit")
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size + 4)
     conn.receive_data(bytes(buf[start:end]))
     try:
@@ -146,13 +154,9 @@ def parse_response_head(buf, method: bytes, max_size: int, scan_from: int = 0, u
     where a 101 is valid. Returns ``(head, consumed)`` or None;
     ParseError(502) for anything invalid, including a head over ``max_size``.
     """
-    end = head_end(buf, max(0, scan_from - 3))
+    end = _head_end_within(buf, max(0, scan_from - 3), max_size, _RESPONSE_TOO_LARGE)
     if end < 0:
-        if len(buf) > max_size:
-            raise ParseError(502, "invalid_response", "response head exceeds the size limit")
         return None
-    if end > max_size:
-        raise ParseError(502, "invalid_response", "response head exceeds the size limit")
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_size + 4)
     conn.send(h11.Request(method=method, target=b"/", headers=_UPGRADE_REQUEST if upgrade else _PLAIN_REQUEST))
     conn.receive_data(bytes(buf[:end]))
