@@ -89,7 +89,9 @@ def cmd_check(args) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     print(cfg.summary())
-    for w in cfg.warnings():
+    from .sysinfo import system_warnings
+
+    for w in cfg.warnings() + system_warnings(cfg):
         print(f"warning: {w}")
     print("config OK")
     return 0

@@ -576,6 +576,8 @@ class ServerConfig:
     loop: str = _spec("uvloop", _choice("uvloop", "asyncio"), 'event loop: "uvloop" (fast) or "asyncio" (stdlib)')
     drain_timeout: float = _spec(30.0, _duration(positive=False),
                                  "on shutdown, how long in-flight requests may finish (0 = close at once)")
+    max_connections: int = _spec(0, _integer(0), "client connections open at once, all listeners (0 = unlimited)")
+    max_requests: int = _spec(0, _integer(0), "requests in flight at once, all listeners; beyond it 503 (0 = unlimited)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,6 +594,13 @@ class ListenerConfig:
     address: Address = _spec(REQUIRED, _address(allow_port_zero=True),
                              "host:port to accept client connections on (port 0 = any free port)")
     backlog: int = _spec(511, _integer(1, 65535), "kernel accept queue length (capped by net.core.somaxconn)")
+    max_connections: int = _spec(0, _integer(0), "client connections open at once on this listener (0 = unlimited)")
+    max_connections_per_ip: int = _spec(0, _integer(0), "client connections open at once per client IP (0 = unlimited)")
+    accept_rate: float = _spec(0.0, _number(0, 1_000_000), "new connections accepted per second (0 = unlimited)")
+    accept_burst: int = _spec(0, _integer(0), "new connections accepted at once above accept_rate (0 = one second's worth)")
+    on_limit: str = _spec("pause", _choice("pause", "reject", "respond"),
+                          'at a limit: "pause" leaves connections in the kernel queue, "reject" resets them, '
+                          '"respond" answers 503')
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,10 +60,12 @@ _monotonic = time.monotonic
 
 
 class Downstream(asyncio.Protocol):
-    def __init__(self, server, listener: str):
+    def __init__(self, server, listener: str, admitted=None, ip: str = ""):
         self.server = server
         self.cfg = server.config.downstream
         self.listener = listener
+        self.admitted = admitted  # the Listener whose admission slots this connection holds
+        self.admitted_ip = ip
         self.transport = None
         self.client_ip = b""
         self.client_addr = ""
@@ -193,6 +195,12 @@ class Downstream(asyncio.Protocol):
         if route is None:
             self.state = S_RESP
             self._local_answer(head, 404, "no_route", rid, trace, now)
+            return
+        if not server.requests_gate.try_acquire():
+            # global in-flight cap ([server] max_requests): shed load cheaply
+            self.state = S_RESP
+            server.metrics.admission(self.listener, "max_requests")
+            self._local_answer(head, 503, "overloaded", rid, trace, now)
             return
         ex = Exchange(self, head, route, server.clusters[route.upstream], now)
         self.exchange = ex

@@ -749,6 +749,7 @@ class Exchange:
             self.server.active -= 1
         self._unjudge()  # an attempt still open (client gone, bad body) judges nothing
         self.finished = True
+        self.server_ctx.requests_gate.release()
         if self.inflight_cluster is not None:
             self.inflight_cluster.inflight.release()
             self.inflight_cluster = None

@@ -81,6 +81,17 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "Downstream connections switched to another protocol (e.g. WebSocket), by route."),
     ("http_server_connections_active", "gauge", (),
      "Downstream connections currently open."),
+    ("http_server_admission_total", "counter", ("listener", "decision"),
+     "Admission decisions: connections at accept time (accepted, paused, rejected, responded, per_ip) "
+     "and requests over [server] max_requests (max_requests)."),
+    ("http_server_accept_queue_len", "gauge", ("listener",),
+     "Connections waiting in the kernel accept queue of the listening socket (TCP_INFO), read at scrape."),
+    ("http_server_accept_queue_max", "gauge", ("listener",),
+     "Accept queue limit of the listening socket as the kernel applies it (backlog capped by somaxconn)."),
+    ("http_server_listen_overflows_total", "counter", (),
+     "Host-wide TcpExt ListenOverflows: connections dropped because an accept queue was full."),
+    ("http_server_listen_drops_total", "counter", (),
+     "Host-wide TcpExt ListenDrops: SYNs dropped at a listening socket for any reason."),
     ("http_client_requests_total", "counter", ("upstream", "code"),
      "Upstream request attempts, by upstream and status code or failure "
      "(connect_error, timeout, reset, invalid_response)."),
@@ -130,8 +141,11 @@ _SPEC: dict[str, tuple[str, tuple[str, ...], str]] = {
 # Gauges evaluated at scrape time from callbacks (see Metrics.set_gauge_source).
 _UNLABELLED_GAUGES = ("http_server_connections_active",)
 _LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active",
-                    "http_client_conn_pool_idle_timeout_seconds", "circuit_breaker_state", "upstream_health")
-GAUGE_SOURCES = frozenset(_UNLABELLED_GAUGES + _LABELLED_GAUGES)
+                    "http_client_conn_pool_idle_timeout_seconds", "circuit_breaker_state", "upstream_health",
+                    "http_server_accept_queue_len", "http_server_accept_queue_max")
+# cumulative counters kept by the kernel, read at scrape (fn() -> number or None)
+_KERNEL_COUNTERS = ("http_server_listen_overflows_total", "http_server_listen_drops_total")
+GAUGE_SOURCES = frozenset(_UNLABELLED_GAUGES + _LABELLED_GAUGES + _KERNEL_COUNTERS)
 
 
 class _ScrapeGauges:
@@ -161,13 +175,23 @@ class _ScrapeGauges:
             fn = self._sources.get(name)
             if fn is not None:
                 try:
-                    rows = [((str(up), str(srv)), float(v)) for (up, srv), v in fn()]
+                    rows = [(tuple(str(x) for x in key), float(v)) for key, v in fn()]
                 except Exception:
                     _log.exception("gauge source %s failed; series omitted from this scrape", name)
                     continue
                 for label_values, value in rows:
                     fam.add_metric(label_values, value)
             yield fam
+        for name in _KERNEL_COUNTERS:
+            _, _, help_ = _SPEC[name]
+            fn = self._sources.get(name)
+            try:
+                value = fn() if fn is not None else None
+            except Exception:
+                _log.exception("counter source %s failed; series omitted from this scrape", name)
+                continue
+            if value is not None:
+                yield CounterMetricFamily(name, help_, value=float(value))
 
 
 class _EventSeries:
@@ -197,6 +221,7 @@ class _EventSeries:
             ("circuit_breaker_transitions_total", m._transitions),
             ("fallback_responses_total", m._fallback),
             ("upstream_overflow_total", m._overflow),
+            ("http_server_admission_total", m._admission),
             ("http_client_conn_pool_opened_total", m._opened),
             ("http_client_conn_pool_reused_total", m._reused),
             ("http_client_conn_pool_evicted_total", m._evicted),
@@ -245,6 +270,7 @@ class Metrics:
         self._conn_err: dict[tuple[str, str, str], int] = {}
         self._retry: dict[tuple[str, str], int] = {}
         self._overflow: dict[tuple[str, str], int] = {}
+        self._admission: dict[tuple[str, str], int] = {}
         self._opened: dict[tuple[str, str], int] = {}
         self._reused: dict[tuple[str, str], int] = {}
         self._evicted: dict[tuple[str, str], int] = {}
@@ -286,6 +312,9 @@ class Metrics:
 
     def overflow(self, upstream: str, kind: str) -> None:
         _bump(self._overflow, (upstream, kind))
+
+    def admission(self, listener: str, decision: str) -> None:
+        _bump(self._admission, (listener, decision))
 
     def pool_opened(self, upstream: str, server: str) -> None:
         _bump(self._opened, (upstream, server))
@@ -356,6 +385,9 @@ class NullMetrics:
         pass
 
     def overflow(self, upstream: str, kind: str) -> None:
+        pass
+
+    def admission(self, listener: str, decision: str) -> None:
         pass
 
     def pool_opened(self, upstream: str, server: str) -> None:

@@ -26,9 +26,13 @@ import asyncio
 import errno
 import signal
 import socket
+import struct
+import time
 
-from . import __version__, codec, log
+from . import __version__, codec, log, sysinfo
 from .accesslog import AccessLog
+from .accounting import InFlight
+from .admission import Decision, Gate, ListenerAdmission
 from .admin import AdminServer
 from .downstream import Downstream
 from .headers import HeaderPolicy
@@ -62,7 +66,16 @@ def format_addr(addr) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+OVERLOAD_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 23\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\n{\"error\":\"overloaded\"}"
+)
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
 class Listener:
+    """One listening socket with its own accept loop and admission control."""
+
     def __init__(self, cfg, server: "ProxyServer"):
         self.cfg = cfg
         self.name = cfg.name
@@ -70,7 +83,10 @@ class Listener:
         self.loop = server.loop
         self.sock = _bind(cfg.address.host, cfg.address.port, cfg.backlog)
         self.address = format_addr(self.sock.getsockname())
+        self.admission = ListenerAdmission(cfg, server.gate, time.monotonic())
         self.accepting = False
+        self.held = False  # paused by admission (a slot or a token will resume it)
+        self._resume_timer = None
         self.closed = False
 
     def start(self) -> None:
@@ -83,12 +99,50 @@ class Listener:
             self.loop.remove_reader(self.sock.fileno())
             self.accepting = False
 
+    def _hold(self, now: float) -> None:
+        """Admission said pause: leave connections in the kernel queue until
+        a token arrives (a timer) or a slot frees (``maybe_resume``)."""
+        self.pause()
+        self.held = True
+        wait = self.admission.resume_in(now)
+        if wait is not None and self._resume_timer is None:
+            self._resume_timer = self.loop.call_later(max(wait, 0.001), self._timer_resume)
+
+    def _timer_resume(self) -> None:
+        self._resume_timer = None
+        self.maybe_resume()
+
+    def maybe_resume(self) -> None:
+        if self.held and not self.closed:
+            self.held = False
+            self.start()  # the next readiness event asks admission again
+
+    def _refuse(self, conn: socket.socket, decision: Decision) -> None:
+        """Accepted only to be refused: reset, or a minimal 503, then close."""
+        try:
+            if decision is Decision.RESPONDED or (decision is Decision.PER_IP and self.cfg.on_limit == "respond"):
+                conn.setblocking(False)
+                conn.send(OVERLOAD_RESPONSE)
+            else:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        except OSError:
+            pass
+        conn.close()
+
     def _on_acceptable(self) -> None:
         sock = self.sock
         server = self.server
+        adm = self.admission
+        metrics = server.metrics
+        name = self.name
         for _ in range(ACCEPT_BATCH):
+            decision = adm.before_accept(time.monotonic())
+            if decision is Decision.PAUSED:
+                metrics.admission(name, "paused")
+                self._hold(time.monotonic())
+                return
             try:
-                conn, _addr = sock.accept()
+                conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -97,10 +151,24 @@ class Listener:
                     self.pause()
                     self.loop.call_later(EMFILE_PAUSE, self.start)
                 return  # ECONNABORTED and friends: the next readiness event retries
-            server.accept(conn, self)
+            if decision is not Decision.ACCEPTED:
+                metrics.admission(name, decision.value)
+                self._refuse(conn, decision)
+                continue
+            ip = addr[0] if isinstance(addr, tuple) else ""
+            decision = adm.admit(ip, time.monotonic())
+            if decision is not Decision.ACCEPTED:
+                metrics.admission(name, decision.value)
+                self._refuse(conn, decision)
+                continue
+            metrics.admission(name, "accepted")
+            server.accept(conn, self, ip)
 
     def close(self) -> None:
         self.pause()
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
         if not self.closed:
             self.closed = True
             self.sock.close()
@@ -111,6 +179,8 @@ class ProxyServer:
         self.config = config
         self.loop = loop
         self.metrics = Metrics(codec=codec.NAME, version=__version__)
+        self.gate = Gate(config.server.max_connections)  # global connection cap
+        self.requests_gate = InFlight(config.server.max_requests)  # global in-flight request cap
         self.headers = HeaderPolicy(config.headers)
         self.router = Router.from_config(config.routes)
         self.clusters = {name: Cluster(cfg, loop, self.metrics) for name, cfg in config.upstreams.items()}
@@ -138,11 +208,25 @@ class ProxyServer:
             lambda: [g for c in self.clusters.values() for g in c.idle_timeout_gauges()])
         self.metrics.set_gauge_source(
             "circuit_breaker_state", lambda: [g for c in self.clusters.values() for g in c.breaker_gauges()])
+        self.metrics.set_gauge_source("http_server_accept_queue_len", lambda: self._accept_queues(0))
+        self.metrics.set_gauge_source("http_server_accept_queue_max", lambda: self._accept_queues(1))
+        listen = lambda i: (lambda: (sysinfo.listen_counters() or (None, None))[i])  # noqa: E731
+        self.metrics.set_gauge_source("http_server_listen_overflows_total", listen(0))
+        self.metrics.set_gauge_source("http_server_listen_drops_total", listen(1))
         # active health checks, when any cluster enables them (started by start())
         self.health: HealthChecker | None = None
         if any(c.cfg.health.enabled for c in self.clusters.values()):
             self.health = HealthChecker(self)
             self.metrics.set_gauge_source("upstream_health", self.health.gauges)
+
+    def _accept_queues(self, which: int):
+        out = []
+        for lst in self.listeners:
+            if not lst.closed:
+                q = sysinfo.accept_queue(lst.sock)
+                if q is not None:
+                    out.append(((lst.name,), q[which]))
+        return out
 
     def _pool_gauge(self, which: int):
         out = []
@@ -152,6 +236,16 @@ class ProxyServer:
 
     # ------------------------------------------------------------------
     async def start(self) -> None:
+        cfg = self.config
+        conns = cfg.server.max_connections or sum(lst.max_connections for lst in cfg.listeners)
+        if conns:
+            # raise the descriptor limit toward what the caps need (client
+            # connections, their upstream connections, pools, slack)
+            soft, _hard = sysinfo.raise_nofile(2 * conns + 256)
+            if soft < 2 * conns + 256:
+                log.warn("nofile_limit", soft=soft, needed=2 * conns + 256)
+        for w in sysinfo.system_warnings(cfg):
+            log.warn("system", detail=w)
         if self.accesslog is not None:
             self.accesslog.start()
         try:
@@ -180,18 +274,30 @@ class ProxyServer:
             c.tick()
         self._sweeper = self.loop.call_later(1.0, self._sweep)
 
-    def accept(self, sock: socket.socket, listener: Listener) -> None:
+    def accept(self, sock: socket.socket, listener: Listener, ip: str = "") -> None:
+        """An admitted connection becomes a transport with a Downstream."""
         sock.setblocking(False)
         set_tcp_keepalive(sock, self.config.downstream.tcp_keepalive)
         name = listener.name
-        task = self.loop.create_task(self.loop.connect_accepted_socket(lambda: Downstream(self, name), sock))
+        task = self.loop.create_task(
+            self.loop.connect_accepted_socket(lambda: Downstream(self, name, listener, ip), sock))
         self._accepting_tasks.add(task)
-        task.add_done_callback(self._accepted)
 
-    def _accepted(self, task: asyncio.Task) -> None:
-        self._accepting_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warn("accept_failed", error=str(task.exception()))
+        def accepted(t: asyncio.Task) -> None:
+            self._accepting_tasks.discard(t)
+            if t.cancelled() or t.exception() is not None:
+                if not t.cancelled():
+                    log.warn("accept_failed", error=str(t.exception()))
+                self.admission_released(listener, ip)  # no Downstream will release it
+
+        task.add_done_callback(accepted)
+
+    def admission_released(self, listener: Listener, ip: str) -> None:
+        """An admitted connection is gone: its slots free, paused listeners resume."""
+        listener.admission.release(ip)
+        for lst in self.listeners:
+            if lst.held:
+                lst.maybe_resume()
 
     def connection_opened(self, conn: Downstream) -> None:
         self.connections.add(conn)
@@ -200,6 +306,9 @@ class ProxyServer:
 
     def connection_closed(self, conn: Downstream) -> None:
         self.connections.discard(conn)
+        if conn.admitted is not None:
+            listener, conn.admitted = conn.admitted, None
+            self.admission_released(listener, conn.admitted_ip)
         if self.draining and not self.connections and self._drained is not None:
             self._drained.set()
 

@@ -83,7 +83,7 @@ ERRORS = [
         MINIMAL + '[[listeners]]\naddress = "127.0.0.1:8080"\nport = 80\n',
         "listeners[0].port",
         None,
-        "unknown key; expected one of: address, backlog, name",
+        "unknown key; expected one of: accept_burst, accept_rate, address, backlog, max_connections, max_connections_per_ip, name, on_limit",
     ),
     (
         "unknown key in server table",
