@@ -66,9 +66,10 @@ def format_addr(addr) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+_OVERLOAD_BODY = b'{"error":"overloaded"}'
 OVERLOAD_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 23\r\n"
-    b"Retry-After: 1\r\nConnection: close\r\n\r\n{\"error\":\"overloaded\"}"
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\n%b" % (len(_OVERLOAD_BODY), _OVERLOAD_BODY)
 )
 _LINGER_RST = struct.pack("ii", 1, 0)
 
