@@ -611,7 +611,9 @@ class DownstreamConfig:
     keepalive_timeout: float = _spec(75.0, _duration(), "how long an idle client connection is kept open")
     keepalive_requests: int = _spec(1000, _integer(1), "requests served on one client connection before closing it")
     max_header_size: int = _spec(16 * 1024, _size(1024, 1024**2),
-                                 "largest request head (request line + headers) accepted; bigger is refused")
+                                 "largest request head (request line + headers) accepted; bigger gets 431")
+    max_request_line: int = _spec(8 * 1024, _size(256, 1024**2), "longest request line accepted; longer gets 414")
+    max_headers: int = _spec(100, _integer(1, 10000), "most header fields in a request head; more gets 431")
     drain_body_limit: int = _spec(1024**2, _size(),
                                   "unread request body discarded to keep a connection reusable; beyond it we close")
     max_pipelined_bytes: int = _spec(64 * 1024, _size(),
@@ -815,6 +817,8 @@ class RouteConfig:
                                           _host_rewrite),
                               "Host header sent upstream (\"\" keeps the client's Host)")
     websocket: bool = _spec(False, _boolean(), "allow WebSocket (Upgrade) requests on this route")
+    max_body_size: int = _spec(0, _size(0, 1 << 50), "largest request body accepted on this route (0 = no limit); "
+                               "bigger gets 413")
 
 
 _LISTENERS = _array_of_tables(ListenerConfig, "at least one [[listeners]] table",

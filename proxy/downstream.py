@@ -78,6 +78,8 @@ class Downstream(asyncio.Protocol):
         self.decoder = None
         self.requests = 0
         self.drained = 0
+        self.body_limit = 0  # the route's max_body_size for the current request (0 = none)
+        self.body_seen = 0
         self.client_eof = False
         self.write_paused = False
         self.last_read = 0.0
@@ -164,19 +166,34 @@ class Downstream(asyncio.Protocol):
     def _process(self) -> None:
         self._processing = True
         try:
-            max_head = self.cfg.max_header_size
+            cfg = self.cfg
+            max_head = cfg.max_header_size
+            max_line = cfg.max_request_line
             while self.state == S_HEAD and self.buf:
+                buf = self.buf
+                # the request line limit (414), before parsing: a line without
+                # its end within the limit is refused as soon as it is too long
+                eol = buf.find(b"\n", 0, max_line + 2)
+                if eol < 0 and len(buf) > max_line + 1 and buf.lstrip(b"\r\n")[: max_line + 2].find(b"\n") < 0:
+                    self._reject(ParseError(414, "uri_too_long", "request line exceeds the limit"))
+                    return
                 try:
-                    res = codec.parse_request_head(self.buf, max_head, self.scan)
+                    res = codec.parse_request_head(buf, max_head, self.scan)
                 except ParseError as exc:
                     self._reject(exc)
                     return
                 if res is None:
-                    self.scan = len(self.buf)
+                    self.scan = len(buf)
                     if self.client_eof:
                         self.close()  # a partial head that can never complete
                     return
                 head, n = res
+                if len(head.method) + len(head.target) + 10 > max_line:
+                    self._reject(ParseError(414, "uri_too_long", "request line exceeds the limit"))
+                    return
+                if buf.count(b"\n", 0, n) - 2 > cfg.max_headers:
+                    self._reject(ParseError(431, "too_many_headers", "more header fields than allowed"))
+                    return
                 self.scan = 0
                 del self.buf[:n]
                 self._on_request(head)
@@ -196,6 +213,19 @@ class Downstream(asyncio.Protocol):
             self.state = S_RESP
             self._local_answer(head, 404, "no_route", rid, trace, now)
             return
+        limit = route.max_body_size
+        if limit and head.content_length > limit:
+            # known too large: answer before reading (or, with Expect:
+            # 100-continue, before the client sends) the body, then close
+            self.state = S_RESP
+            self.decoder = None
+            server.metrics.request_done(route.name, 413, _monotonic() - now)
+            self._log_local(head, 413, "body_too_large", rid, trace, now)
+            self.write(error_response(413, "body_too_large", rid, False))
+            self.response_done(False)
+            return
+        self.body_limit = limit
+        self.body_seen = 0
         if not server.requests_gate.try_acquire():
             # global in-flight cap ([server] max_requests): shed load cheaply
             self.state = S_RESP
@@ -234,6 +264,11 @@ class Downstream(asyncio.Protocol):
             self._body_error(exc)
             return
         draining = self.state == S_DRAIN
+        if payload and self.body_limit and not draining:
+            self.body_seen += len(payload)
+            if self.body_seen > self.body_limit:  # a chunked body grew past the route's limit
+                self._body_error(ParseError(413, "body_too_large", "request body exceeds the limit"))
+                return
         if payload:
             if draining:
                 self.drained += len(payload)

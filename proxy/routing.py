@@ -30,9 +30,11 @@ _HOST_CACHE = 4096  # distinct Host values remembered normalized
 class Route:
     """Runtime view of one [[routes]] entry."""
 
-    __slots__ = ("name", "host", "prefix", "upstream", "strip_prefix", "host_rewrite", "websocket", "order")
+    __slots__ = ("name", "host", "prefix", "upstream", "strip_prefix", "host_rewrite", "websocket", "order",
+                 "max_body_size")
 
-    def __init__(self, name, host, prefix, upstream, strip_prefix=False, host_rewrite="", websocket=False, order=0):
+    def __init__(self, name, host, prefix, upstream, strip_prefix=False, host_rewrite="", websocket=False, order=0,
+                 max_body_size=0):
         self.name = name
         self.host = host
         self.prefix = prefix.encode() if isinstance(prefix, str) else prefix
@@ -41,10 +43,12 @@ class Route:
         self.host_rewrite = host_rewrite.encode() if isinstance(host_rewrite, str) else host_rewrite
         self.websocket = websocket
         self.order = order
+        self.max_body_size = max_body_size  # 0 = no limit
 
     @classmethod
     def from_config(cls, cfg, order: int) -> "Route":
-        return cls(cfg.name, cfg.host, cfg.path_prefix, cfg.upstream, cfg.strip_prefix, cfg.host_rewrite, cfg.websocket, order)
+        return cls(cfg.name, cfg.host, cfg.path_prefix, cfg.upstream, cfg.strip_prefix, cfg.host_rewrite, cfg.websocket,
+                   order, cfg.max_body_size)
 
     def rewrite_target(self, target: bytes) -> bytes:
         """The request target sent upstream (prefix stripped when configured)."""

@@ -1,0 +1,64 @@
+"""Request-level limits: 414, 431 (bytes and count), 413 per route."""
+
+from __future__ import annotations
+
+from support import Client, raw_exchange
+
+
+def limits_config(up, tmp):
+    from support import base_config
+
+    return base_config(
+        {"app": [up.address]},
+        routes=[{"name": "small", "path_prefix": "/upload", "upstream": "app", "max_body_size": "1KiB"},
+                {"name": "any", "path_prefix": "/", "upstream": "app"}],
+        extra='[downstream]\nmax_request_line = "1KiB"\nmax_headers = 10\nmax_header_size = "4KiB"\n',
+        tmp=tmp)
+
+
+def status_of(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else 0
+
+
+def test_long_request_line_gets_414(proxy_factory, upstream_factory, tmp_path):
+    up = upstream_factory()
+    px = proxy_factory(config=limits_config(up, tmp_path))
+    out = raw_exchange(px.addr, b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status_of(out) == 414 and b"uri_too_long" in out
+    # refused as soon as the line is too long, without waiting for its end
+    out = raw_exchange(px.addr, b"GET /" + b"a" * 1100)
+    assert status_of(out) == 414
+    assert up.requests == []
+
+
+def test_header_bytes_and_count_get_431(proxy_factory, upstream_factory, tmp_path):
+    up = upstream_factory()
+    px = proxy_factory(config=limits_config(up, tmp_path))
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(11))
+    out = raw_exchange(px.addr, b"GET / HTTP/1.1\r\nHost: t\r\n" + many + b"\r\n")
+    assert status_of(out) == 431 and b"too_many_headers" in out
+    big = b"X-Big: " + b"v" * 5000 + b"\r\n"
+    out = raw_exchange(px.addr, b"GET / HTTP/1.1\r\nHost: t\r\n" + big + b"\r\n")
+    assert status_of(out) == 431 and b"header_too_large" in out
+    with Client(px.addr) as c:  # at the limits is fine
+        hdrs = [(f"X-H{i}", "v") for i in range(9)]
+        assert c.request("GET", "/", headers=hdrs).status == 200
+    assert len(up.requests) == 1
+
+
+def test_body_over_route_limit_gets_413(proxy_factory, upstream_factory, tmp_path):
+    up = upstream_factory()
+    px = proxy_factory(config=limits_config(up, tmp_path))
+    # Content-Length over the limit: answered before the body is read, even with Expect
+    out = raw_exchange(px.addr, b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n"
+                                b"Expect: 100-continue\r\n\r\n")
+    assert status_of(out) == 413 and b"100 Continue" not in out and b"connection: close" in out.lower()
+    # a chunked body that grows past the limit is cut with 413
+    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    out = raw_exchange(px.addr, b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                + chunk + chunk + b"0\r\n\r\n")
+    assert status_of(out) == 413
+    with Client(px.addr) as c:
+        assert c.request("POST", "/upload", body=b"y" * 1024).status == 200  # at the limit
+        assert c.request("POST", "/other", body=b"y" * 5000).status == 200  # other route: no limit
+    assert [len(r.body) for r in up.requests] == [1024, 5000]
