@@ -15,6 +15,12 @@ pool is one of the failures this project exists to prevent.
   every routed cluster has at least one server not known to be down; else
   503 with the reasons.
 * ``/metrics``: Prometheus text format.
+* ``/debug/connections``, ``/debug/tasks``, ``/debug/pools``,
+  ``/debug/config``: live diagnostics as JSON (see ``diagnostics``).
+
+With ``admin.token`` set, ``/metrics`` and ``/debug/*`` need
+``Authorization: Bearer <token>`` (401 otherwise); ``/healthz`` and
+``/readyz`` stay open for orchestrator probes.
 
 Requests with a body are refused (405/400); admin connections are closed
 after ``IDLE_TIMEOUT`` seconds idle.
@@ -23,22 +29,36 @@ after ``IDLE_TIMEOUT`` seconds idle.
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 import orjson
 
-from . import codec
+from . import codec, diagnostics
 from .codec import ParseError
 
 IDLE_TIMEOUT = 30.0
 MAX_HEAD = 8192
 
 
-def _response(status: int, ctype: bytes, body: bytes, keep: bool) -> bytes:
-    return b"HTTP/1.1 %d %b\r\nContent-Type: %b\r\nContent-Length: %d\r\nCache-Control: no-store\r\n%b\r\n%b" % (
+_PATHS = ["/metrics", "/healthz", "/readyz", "/debug/connections", "/debug/tasks", "/debug/pools",
+          "/debug/config"]
+
+
+def _authorized(head, token: str) -> bool:
+    want = b"Bearer " + token.encode()
+    for name, value in head.headers:
+        if name.lower() == b"authorization":
+            return hmac.compare_digest(value, want)
+    return False
+
+
+def _response(status: int, ctype: bytes, body: bytes, keep: bool, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 %d %b\r\nContent-Type: %b\r\nContent-Length: %d\r\nCache-Control: no-store\r\n%b%b\r\n%b" % (
         status,
         codec.reason_phrase(status),
         ctype,
         len(body),
+        extra,
         b"" if keep else b"Connection: close\r\n",
         body,
     )
@@ -92,18 +112,36 @@ class AdminProtocol(asyncio.Protocol):
                 self.transport.close()
 
     def answer(self, head, keep: bool) -> bytes:
-        path = head.target.split(b"?", 1)[0]
+        path, _, query = head.target.partition(b"?")
         if head.method not in (b"GET", b"HEAD"):
             return _json(405, {"error": "method_not_allowed"}, keep)
-        if path == b"/metrics":
-            body, ctype = self.server.metrics.render()
-            return _response(200, ctype.encode(), body, keep)
         if path == b"/healthz":
             return _json(200, {"status": "ok"}, keep)
         if path == b"/readyz":
             ready, reasons = self.server.readiness()
             return _json(200 if ready else 503, {"ready": ready, "reasons": reasons}, keep)
-        return _json(404, {"error": "not_found", "paths": ["/metrics", "/healthz", "/readyz"]}, keep)
+        token = self.server.config.admin.token
+        if token and not _authorized(head, token):
+            return _response(401, b"application/json", b'{"error":"unauthorized"}', keep,
+                             b'WWW-Authenticate: Bearer realm="edgeproxy"\r\n')
+        if path.startswith(b"/debug/"):
+            which = path[7:]
+            if which == b"connections":
+                top = 20
+                for part in query.split(b"&"):
+                    if part.startswith(b"n=") and part[2:].isdigit():
+                        top = min(int(part[2:]), 1000)
+                return _json(200, diagnostics.connections(self.server, top), keep)
+            if which == b"tasks":
+                return _json(200, diagnostics.tasks(), keep)
+            if which == b"pools":
+                return _json(200, diagnostics.pools(self.server), keep)
+            if which == b"config":
+                return _json(200, diagnostics.config(self.server), keep)
+        if path == b"/metrics":
+            body, ctype = self.server.metrics.render()
+            return _response(200, ctype.encode(), body, keep)
+        return _json(404, {"error": "not_found", "paths": _PATHS}, keep)
 
 
 class AdminServer:

@@ -26,7 +26,7 @@ class ServerState:
     """What the proxy knows about one upstream server right now."""
 
     __slots__ = ("host", "port", "name", "weight", "active", "connect_failed", "current", "breaker", "clock",
-                 "healthy", "served", "peak_active")
+                 "healthy", "served", "peak_active", "last_error")
 
     def __init__(self, host: str, port: int, weight: int = 1, breaker=None, clock: Callable[[], float] = None):
         self.host = host
@@ -41,6 +41,7 @@ class ServerState:
         self.healthy = True  # active health checks say it is up (always True without them)
         self.served = 0  # attempts started, ever (sampled once a second for the rate)
         self.peak_active = 0  # highest ``active`` since the last sample
+        self.last_error = None  # the last failure seen on this server (diagnostics)
 
     def available(self) -> bool:
         """Whether new requests may be sent here: healthy, and its breaker would admit one."""

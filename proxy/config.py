@@ -585,6 +585,8 @@ class AdminConfig:
     enabled: bool = _spec(True, _boolean(), "serve the admin endpoint (metrics, health); keep it off public networks")
     address: Address = _spec(Address("127.0.0.1", 9901), _address(allow_port_zero=True),
                              "where the admin endpoint listens (port 0 = any free port)")
+    token: str = _spec("", _string("a string"),
+                       'bearer token required for /metrics and /debug/* ("" = none; set it when not on loopback)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -845,6 +847,10 @@ class Config:
         out: list[str] = []
         if self.admin.enabled and self.admin.address.host in ("0.0.0.0", "::"):
             out.append(f"admin listens on {self.admin.address}, reachable from other hosts; prefer a loopback address")
+        if (self.admin.enabled and not self.admin.token
+                and self.admin.address.host not in ("127.0.0.1", "::1", "localhost")):
+            out.append(f"admin listens on {self.admin.address} without a token; set admin.token to protect "
+                       "/metrics and /debug/*")
         used = {route.upstream for route in self.routes}
         for name, cluster in self.upstreams.items():
             pool, n = cluster.pool, len(cluster.servers)

@@ -94,6 +94,7 @@ class Downstream(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport):
         self.transport = transport
+        self.created = _monotonic()
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client_ip = str(peer[0]).encode()

@@ -537,6 +537,8 @@ class Exchange:
         if not self.judged:
             self.judged = True
             now = _monotonic()
+            if outcome is not Outcome.SUCCESS:
+                self.server.last_error = outcome.name.lower()
             self.server.breaker.record(now, outcome, now - self.attempt_at, self.trial)
 
     def _unjudge(self) -> None:
