@@ -84,6 +84,9 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
     ("http_server_admission_total", "counter", ("listener", "decision"),
      "Admission decisions: connections at accept time (accepted, paused, rejected, responded, per_ip) "
      "and requests over [server] max_requests (max_requests)."),
+    ("http_server_connections", "gauge", ("listener", "state"),
+     "Client connections by listener and state (reading_head, reading_body, waiting_upstream, writing_response, "
+     "draining_body, tunnel, idle_keepalive), read at scrape."),
     ("http_server_accept_queue_len", "gauge", ("listener",),
      "Connections waiting in the kernel accept queue of the listening socket (TCP_INFO), read at scrape."),
     ("http_server_accept_queue_max", "gauge", ("listener",),
@@ -142,7 +145,7 @@ _SPEC: dict[str, tuple[str, tuple[str, ...], str]] = {
 _UNLABELLED_GAUGES = ("http_server_connections_active",)
 _LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active",
                     "http_client_conn_pool_idle_timeout_seconds", "circuit_breaker_state", "upstream_health",
-                    "http_server_accept_queue_len", "http_server_accept_queue_max")
+                    "http_server_accept_queue_len", "http_server_accept_queue_max", "http_server_connections")
 # cumulative counters kept by the kernel, read at scrape (fn() -> number or None)
 _KERNEL_COUNTERS = ("http_server_listen_overflows_total", "http_server_listen_drops_total")
 GAUGE_SOURCES = frozenset(_UNLABELLED_GAUGES + _LABELLED_GAUGES + _KERNEL_COUNTERS)

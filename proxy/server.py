@@ -209,6 +209,7 @@ class ProxyServer:
             lambda: [g for c in self.clusters.values() for g in c.idle_timeout_gauges()])
         self.metrics.set_gauge_source(
             "circuit_breaker_state", lambda: [g for c in self.clusters.values() for g in c.breaker_gauges()])
+        self.metrics.set_gauge_source("http_server_connections", self._connection_states)
         self.metrics.set_gauge_source("http_server_accept_queue_len", lambda: self._accept_queues(0))
         self.metrics.set_gauge_source("http_server_accept_queue_max", lambda: self._accept_queues(1))
         listen = lambda i: (lambda: (sysinfo.listen_counters() or (None, None))[i])  # noqa: E731
@@ -219,6 +220,14 @@ class ProxyServer:
         if any(c.cfg.health.enabled for c in self.clusters.values()):
             self.health = HealthChecker(self)
             self.metrics.set_gauge_source("upstream_health", self.health.gauges)
+
+    def _connection_states(self):
+        from collections import Counter
+
+        from .diagnostics import connection_state
+
+        counts = Counter((c.listener, connection_state(c)) for c in list(self.connections))
+        return list(counts.items())
 
     def _accept_queues(self, which: int):
         out = []

@@ -141,3 +141,40 @@ def test_global_max_requests_sheds_with_503(proxy_factory, upstream_factory, tmp
     first.close()
     assert get(px.addr, "/3").status == 200  # the slot was given back
     assert metric_value(px.metrics(), "http_server_admission_total", listener="main", decision="max_requests") == 1
+
+
+def test_slowloris_flood_does_not_stop_normal_clients(proxy_factory, upstream_factory, tmp_path):
+    from support import base_config
+
+    up = upstream_factory()
+    px = proxy_factory(config=base_config({"app": [up.address]}, tmp=tmp_path,
+                                          extra='[downstream]\nheader_timeout = "2s"\n'))
+    flood = []
+    for _ in range(300):  # hundreds of clients trickling a head that never ends
+        s = socket.create_connection(px.addr, timeout=5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        flood.append(s)
+    latencies = []
+    with Client(px.addr) as c:
+        for i in range(50):
+            for s in flood[i * 6:(i + 1) * 6]:
+                s.sendall(b"a")  # keep trickling
+            t0 = time.monotonic()
+            assert c.request("GET", f"/n{i}").status == 200
+            latencies.append(time.monotonic() - t0)
+    latencies.sort()
+    assert latencies[int(len(latencies) * 0.99) - 1] < 0.2  # p99 of normal requests during the flood
+    m = px.metrics()
+    assert metric_value(m, "http_server_connections", listener="main", state="reading_head") >= 300
+    # the flood is cut at the header deadline: every trickler gets 408 or a close
+    t0 = time.monotonic()
+    for s in flood:
+        s.settimeout(5)
+        try:
+            data = s.recv(100)
+        except (ConnectionResetError, socket.timeout):
+            data = b""
+        assert data.startswith(b"HTTP/1.1 408") or data == b""
+        s.close()
+    assert time.monotonic() - t0 < 5
+    assert len(up.requests) == 50

@@ -53,6 +53,7 @@ def exercise_everything(m):
     m.pool_opened("backend", "10.0.0.1:80")
     m.admission("main", "accepted")
     m.set_gauge_source("http_server_accept_queue_len", lambda: [(("main",), 3)])
+    m.set_gauge_source("http_server_connections", lambda: [(("main", "idle_keepalive"), 2)])
     m.set_gauge_source("http_server_accept_queue_max", lambda: [(("main",), 511)])
     m.set_gauge_source("http_server_listen_overflows_total", lambda: 7)
     m.set_gauge_source("http_server_listen_drops_total", lambda: 9)
