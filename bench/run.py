@@ -68,9 +68,11 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def spawn(cmd, cpu: str, **kw) -> subprocess.Popen:
+def spawn(cmd, cpu: str, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw) -> subprocess.Popen:
+    """Start ``cmd`` pinned to ``cpu`` in its own process group; ``stop`` (or the
+    cleanup at exit) ends the whole group."""
     full = (["taskset", "-c", cpu] if shutil.which("taskset") else []) + cmd
-    p = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kw)
+    p = subprocess.Popen(full, stdout=stdout, stderr=stderr, start_new_session=True, **kw)
     _procs.append(p)
     return p
 
