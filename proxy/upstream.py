@@ -367,7 +367,10 @@ class Cluster:
                 continue
             load = self.load[s]
             recovering = s in self.recovering
-            n = self.planner.to_open(now, self.pool.idle_count(s), self.opening[s], load.peak(), load.rate(),
+            # connections in use count toward the target too: the target is
+            # the connections the server needs, not the idle ones on top
+            n = self.planner.to_open(now, self.pool.idle_count(s) + s.active, self.opening[s], load.peak(),
+                                     load.rate(),
                                      load.average(), recovering, self.starting)
             if recovering and n == 0:
                 self.recovering.discard(s)
