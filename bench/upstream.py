@@ -1,7 +1,6 @@
 """The built-in demo upstream as a standalone server for benchmarks:
 ``python -m bench.upstream PORT`` (used when nginx is not installed)."""
 
-import asyncio
 import sys
 
 import uvloop

@@ -44,7 +44,7 @@ from .accesslog import format_time
 from .answers import error_body, error_response
 from .breaker import Outcome, State
 from .upstream import OVERFLOW, QUEUED
-from .codec import FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, encode_chunk
+from .codec import FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, encode_chunk
 
 # response phases
 WAIT_HEAD = 0

@@ -38,6 +38,18 @@ def free_port() -> int:
     return port
 
 
+def wait_for(fn, timeout: float = 5.0, step: float = 0.05):
+    """Re-evaluate ``fn`` (real requests or observable state) until it is
+    truthy or ``timeout`` passes; returns its last value. For state that only
+    real time changes (breaker open durations, once-a-second pool ticks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
 def split_addr(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     return host.strip("[]"), int(port)

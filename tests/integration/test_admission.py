@@ -10,7 +10,7 @@ import asyncio
 import socket
 import time
 
-from support import Client, get, metric_value
+from support import Client, get, metric_value, wait_for
 
 
 def listener_extra(**keys) -> str:
@@ -27,14 +27,6 @@ def start(proxy_factory, upstream, listener_keys: dict, extra: str = ""):
 
     return make
 
-
-def wait_for(fn, timeout: float = 5.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
 
 
 def test_pause_leaves_connections_in_the_kernel_queue_then_drains(proxy_factory, upstream_factory, tmp_path):

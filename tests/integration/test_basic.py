@@ -1,6 +1,4 @@
-import time
-
-from support import Client, get, metric_value
+from support import Client, metric_value
 
 
 def test_get_roundtrip_keepalive_and_pool_reuse(proxy_factory, upstream_factory):

@@ -8,16 +8,8 @@ from __future__ import annotations
 
 import time
 
-from support import Client, metric_value
+from support import Client, metric_value, wait_for
 
-
-def wait_for(fn, timeout: float = 5.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
 
 
 def test_min_idle_connections_are_warmed_before_any_request(proxy_factory, upstream_factory):

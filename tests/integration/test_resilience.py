@@ -7,24 +7,15 @@ client-visible state, never fixed sleeps.
 
 from __future__ import annotations
 
-import time
 
 from support import Client, free_port, get, metric_value
+from support import wait_for as wait_until
 
 
 def breaker_toml(name: str, **keys) -> str:
     body = "\n".join(f"{k} = {v}" for k, v in keys.items())
     return f"[upstreams.{name}.breaker]\n{body}\n"
 
-
-def wait_until(fn, timeout: float = 5.0, step: float = 0.05):
-    """Re-evaluate ``fn`` (which does real requests) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
 
 
 def test_breaker_opens_on_bad_server_and_good_one_takes_traffic(proxy_factory, upstream_factory):
