@@ -183,7 +183,6 @@ class Cluster:
         self.idle_timeout_now = {s: self.tiers.timeout_for(0.0) for s in self.servers}
         self.opening = {s: 0 for s in self.servers}
         self.recovering: set[ServerState] = set()
-        self.starting = True
         self.open_conns: set[UpstreamConn] = set()
         self.pending_connects: set[asyncio.Future] = set()
         self.closing = False
@@ -345,8 +344,8 @@ class Cluster:
         Each server's idle timeout follows its request rate (``IdleTiers``:
         quiet servers release connections, busy ones keep them). Warm-up
         (``WarmupPlanner``) opens connections ahead of need: ``min_idle`` at
-        all times, the recent peak concurrency at start and after a server
-        recovers, more when the rate surges over its one-minute average;
+        all times (so from the start), the recent peak concurrency after a
+        server recovers, more when the rate surges over its one-minute average;
         at most ``warmup_parallel`` opening at once per server, each one a
         completed TCP connect before it joins the pool.
         """
@@ -369,9 +368,9 @@ class Cluster:
             recovering = s in self.recovering
             # connections in use count toward the target too: the target is
             # the connections the server needs, not the idle ones on top
+            # at start only min_idle applies (recent peak means nothing yet)
             n = self.planner.to_open(now, self.pool.idle_count(s) + s.active, self.opening[s], load.peak(),
-                                     load.rate(),
-                                     load.average(), recovering, self.starting)
+                                     load.rate(), load.average(), recovering, False)
             if recovering and n == 0:
                 self.recovering.discard(s)
             cap = self.max_connections
@@ -379,7 +378,6 @@ class Cluster:
                 if cap and self.conn_count[s] >= cap:
                     break
                 self._warm(s)
-        self.starting = False
 
     def _warm(self, server: ServerState) -> None:
         self.opening[server] += 1
