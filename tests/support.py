@@ -58,12 +58,13 @@ def split_addr(addr: str) -> tuple[str, int]:
 # ----------------------------------------------------------------------
 # the proxy under test
 class ProxyProcess:
-    def __init__(self, tmp: Path, config: str, loop: str = "uvloop", env: dict | None = None):
+    def __init__(self, tmp: Path, config: str, loop: str = "uvloop", env: dict | None = None, command: str = "run"):
         self.tmp = tmp
         self.config_path = tmp / "edgeproxy.toml"
         self.access_log = tmp / "access.log"
         self.config_path.write_text(config)
         self.loop = loop
+        self.command = command
         self.env = dict(os.environ, **(env or {}))
         self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
         self.proc: subprocess.Popen | None = None
@@ -74,7 +75,7 @@ class ProxyProcess:
         self.admin = ""
 
     def start(self, timeout: float = 15.0) -> "ProxyProcess":
-        cmd = [sys.executable, "-m", "proxy", "run", "-c", str(self.config_path), "--loop", self.loop]
+        cmd = [sys.executable, "-m", "proxy", self.command, "-c", str(self.config_path), "--loop", self.loop]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         threading.Thread(target=self._read_stderr, daemon=True).start()
