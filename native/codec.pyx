@@ -515,7 +515,12 @@ cdef void _fact(Facts *f, cbytes name, Py_ssize_t nn, cbytes v, Py_ssize_t vn) n
             f.host.n = vn
     elif c0 == 101:  # e
         if nn == 6 and _ieq(name, "expect", 6):
-            f.expect = vn == 12 and _ieq(v, "100-continue", 12)
+            # 1: 100-continue; 2 (sticky): any other expectation, refused 417
+            if vn == 12 and _ieq(v, "100-continue", 12):
+                if f.expect == 0:
+                    f.expect = 1
+            elif vn > 0:
+                f.expect = 2
     elif c0 == 120:  # x
         if nn == 15 and _ieq(name, "x-forwarded-for", 15):
             if f.xff_n < SPAN_CAP:
@@ -803,6 +808,8 @@ cdef object _request(cbytes p, Py_ssize_t n, Py_ssize_t max_size, Py_ssize_t sca
         raise ParseError(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1")
     if f.te_seen and f.cl_seen:
         raise ParseError(400, "ambiguous_framing", "both Content-Length and Transfer-Encoding")
+    if f.expect == 2:
+        raise ParseError(417, "expectation_failed", "only Expect: 100-continue is supported")
 
     if unfolded is None:
         raw = _bytes(p + hs, blank - hs)
@@ -831,7 +838,7 @@ cdef object _request(cbytes p, Py_ssize_t n, Py_ssize_t max_size, Py_ssize_t sca
         keep_alive,
         _connection_tokens(&f, raw),
         _bytes(f.upgrade.p, f.upgrade.n),
-        f.expect,
+        f.expect == 1,
         _forwarded_for(&f, raw),
         _bytes(f.rid.p, f.rid.n),
         _bytes(f.tp.p, f.tp.n),

@@ -609,6 +609,10 @@ class ListenerConfig:
 class DownstreamConfig:
     header_timeout: float = _spec(60.0, _duration(), "max time for a client to send a complete request head")
     body_timeout: float = _spec(60.0, _duration(), "max gap between request body reads before the client is cut off")
+    body_min_rate: int = _spec(1024, _size(0, 1024**3),
+                               "slowest average request body rate accepted, bytes per second (0 = off); slower gets 408")
+    body_min_rate_after: float = _spec(10.0, _duration(),
+                                       "how long a body may be read before body_min_rate applies (slow starts are fine)")
     send_timeout: float = _spec(60.0, _duration(), "max time a write to a slow client may stall")
     keepalive_timeout: float = _spec(75.0, _duration(), "how long an idle client connection is kept open")
     keepalive_requests: int = _spec(1000, _integer(1), "requests served on one client connection before closing it")

@@ -10,8 +10,10 @@ A client connection is a small state machine over one input buffer:
 ``BODY_WAIT``  the head is routed, the body waits until the exchange has an
                upstream connection (reading is paused so nothing piles up);
 ``BODY``       request body bytes are decoded and handed to the exchange
-               (``body_timeout`` idle, not counted while the proxy itself
-               paused reading for flow control);
+               (``body_timeout`` idle, and an average of at least
+               ``body_min_rate`` bytes/s once ``body_min_rate_after`` has
+               passed; neither counts time the proxy itself paused reading
+               for flow control);
 ``RESP``       the request is complete, its response is being relayed; bytes
                of pipelined requests wait in the buffer (reading pauses above
                ``max_pipelined_bytes``), so responses go out strictly in
@@ -80,6 +82,8 @@ class Downstream(asyncio.Protocol):
         self.drained = 0
         self.body_limit = 0  # the route's max_body_size for the current request (0 = none)
         self.body_seen = 0
+        self.rate_t0 = 0.0  # body rate measurement: start time and wire bytes since
+        self.rate_bytes = 0
         self.client_eof = False
         self.write_paused = False
         self.last_read = 0.0
@@ -106,6 +110,7 @@ class Downstream(asyncio.Protocol):
         state = self.state
         if state == S_BODY:
             self.last_read = _monotonic()
+            self.rate_bytes += len(data)
             self._feed_body(data)
         elif state == S_HEAD:
             if self._tkind == K_IDLE:
@@ -247,8 +252,9 @@ class Downstream(asyncio.Protocol):
         if self.state != S_BODY_WAIT or ex is not self.exchange:
             return
         self.state = S_BODY
-        self.last_read = _monotonic()
-        self._arm(K_BODY, self.cfg.body_timeout)
+        now = self.last_read = self.rate_t0 = _monotonic()
+        self.rate_bytes = len(self.buf)
+        self._arm(K_BODY, self._body_check_in(now))
         self._resume(P_WAIT)
         if self.buf:
             data = bytes(self.buf)
@@ -513,22 +519,48 @@ class Downstream(asyncio.Protocol):
                 metrics.timeout("downstream", "header")
                 self._reject(ParseError(408, "request_header_timeout", "request head not received in time"))
         elif kind == K_BODY and (state == S_BODY or state == S_DRAIN):
-            timeout = self.cfg.body_timeout
+            now = _monotonic()
             if self.paused & (P_UPSTREAM | P_WAIT):
-                self._arm(K_BODY, timeout)  # we stopped reading; not the client's fault
+                # we stopped reading; not the client's fault: both clocks restart
+                self.last_read = self.rate_t0 = now
+                self.rate_bytes = 0
+                self._arm(K_BODY, self._body_check_in(now))
                 return
-            left = self.last_read + timeout - _monotonic()
-            if left > 0:
-                self._arm(K_BODY, left)
+            if self.last_read + self.cfg.body_timeout <= now:
+                metrics.timeout("downstream", "body")
+                code = "request_body_timeout"
+            elif self._too_slow(now):
+                metrics.timeout("downstream", "body_rate")
+                code = "request_body_too_slow"
+            else:
+                self._arm(K_BODY, self._body_check_in(now))
                 return
-            metrics.timeout("downstream", "body")
             ex = self.exchange
             if ex is not None and ex.resp is None and not ex.finished:
-                ex._fail_client(408, "request_body_timeout")
+                ex._fail_client(408, code)
             else:
                 if ex is not None:
                     ex.client_gone()
                 self.abort()
+
+    def _too_slow(self, now: float) -> bool:
+        """The request body's average rate fell under ``body_min_rate``."""
+        rate = self.cfg.body_min_rate
+        if not rate or self.state != S_BODY:
+            return False
+        elapsed = now - self.rate_t0
+        return elapsed >= self.cfg.body_min_rate_after and self.rate_bytes < rate * elapsed
+
+    def _body_check_in(self, now: float) -> float:
+        """Seconds until the body must be checked again: the idle deadline, or
+        the moment the average rate would fall under the minimum if no more
+        bytes came (so a steady upload never wakes the timer early)."""
+        due = self.last_read + self.cfg.body_timeout
+        rate = self.cfg.body_min_rate
+        if rate and self.state == S_BODY:
+            t0 = self.rate_t0
+            due = min(due, max(t0 + self.cfg.body_min_rate_after, t0 + self.rate_bytes / rate))
+        return max(due - now, 0.001)
 
     def _on_send_timeout(self) -> None:
         self._send_timer = None

@@ -111,7 +111,7 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "Upstream connections currently carrying a request."),
     ("http_timeouts_total", "counter", ("side", "phase"),
      "Timeouts fired, by side (downstream, upstream) and phase "
-     "(header, body, send, keepalive, connect, response, request)."),
+     "(header, body, body_rate, send, keepalive, connect, response, request)."),
     ("accesslog_dropped_total", "counter", (),
      "Access log lines dropped because the writer fell behind or the write failed."),
     ("http_client_conn_pool_opened_total", "counter", ("upstream", "server"),

@@ -102,6 +102,7 @@ def parse_request_head(buf, max_size: int, scan_from: int = 0):
     chunked = False
     conn_tokens: list[bytes] = []
     xff: list[bytes] = []
+    expect_other = False
     for name, value in hdrs:
         if name == b"host":
             head.host = value
@@ -114,7 +115,12 @@ def parse_request_head(buf, max_size: int, scan_from: int = 0):
         elif name == b"upgrade":
             head.upgrade = value
         elif name == b"expect":
-            head.expect_continue = value.lower() == b"100-continue"
+            # RFC 9110 section 10.1.1: 100-continue is the only expectation
+            # defined; any other (even in a list with it) is refused with 417
+            if value.lower() == b"100-continue":
+                head.expect_continue = True
+            elif value:
+                expect_other = True
         elif name == b"x-forwarded-for":
             xff.append(value)
         elif name == b"x-request-id":
@@ -124,6 +130,8 @@ def parse_request_head(buf, max_size: int, scan_from: int = 0):
             head.traceparent = value
     if chunked and content_length >= 0:
         raise ParseError(400, "ambiguous_framing", "both Content-Length and Transfer-Encoding")
+    if expect_other:
+        raise ParseError(417, "expectation_failed", "only Expect: 100-continue is supported")
     if chunked:
         head.framing = FRAMING_CHUNKED
     elif content_length > 0:

@@ -10,7 +10,7 @@ field (``headers`` included) and on the bytes the builders produce.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.codec import pure

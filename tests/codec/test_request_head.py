@@ -268,7 +268,11 @@ FIELD_CASES = [
     pytest.param(
         req(b"Host: a", b"Expect: 100-Continue"), exp(expect_continue=True), id="expect-continue-any-case"
     ),
-    pytest.param(req(b"Host: a", b"Expect: something-else"), exp(), id="expect-other"),
+    pytest.param(req(b"Host: a", b"Expect:"), exp(), id="expect-empty-ignored"),
+    pytest.param(
+        req(b"Host: a", b"Expect: 100-continue", b"Expect: 100-continue"), exp(expect_continue=True),
+        id="expect-continue-twice",
+    ),
     # forwarding and ids
     pytest.param(req(b"Host: a", b"X-Forwarded-For: 1.2.3.4"), exp(xff=b"1.2.3.4"), id="xff-one"),
     pytest.param(
@@ -464,6 +468,11 @@ REJECT = [
     pytest.param(req(b"Host: a", b"Transfer-Encoding: gzip, chunked"), 501, id="te-gzip-chunked"),
     pytest.param(req(b"Host: a", b"Transfer-Encoding: deflate"), 501, id="te-deflate"),
     pytest.param(req(b"Host: a", b"Transfer-Encoding: identity"), 501, id="te-identity"),
+    # expectations other than 100-continue (RFC 9110 section 10.1.1)
+    pytest.param(req(b"Host: a", b"Expect: something-else"), 417, id="expect-other"),
+    pytest.param(req(b"Host: a", b"Expect: 100-continue, foo=bar"), 417, id="expect-list-with-other"),
+    pytest.param(req(b"Host: a", b"Expect: foo", b"Expect: 100-continue"), 417, id="expect-other-then-continue"),
+    pytest.param(req(b"Host: a", b"Expect: 100-continue", b"Expect: foo"), 417, id="expect-continue-then-other"),
     # versions
     pytest.param(req(b"Host: a", line=b"GET / HTTP/2.0"), 505, id="http20"),
     pytest.param(req(b"Host: a", line=b"GET / HTTP/1.2"), 505, id="http12"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from support import Client, raw_exchange
 
 
@@ -62,3 +64,69 @@ def test_body_over_route_limit_gets_413(proxy_factory, upstream_factory, tmp_pat
         assert c.request("POST", "/upload", body=b"y" * 1024).status == 200  # at the limit
         assert c.request("POST", "/other", body=b"y" * 5000).status == 200  # other route: no limit
     assert [len(r.body) for r in up.requests] == [1024, 5000]
+
+
+def test_expectation_other_than_100_continue_gets_417(proxy_factory, upstream_factory, tmp_path):
+    up = upstream_factory()
+    px = proxy_factory(config=limits_config(up, tmp_path))
+    out = raw_exchange(px.addr, b"POST /other HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 200-ok\r\n\r\nabc"
+                                b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    # answered, closed (the pipelined GET is not served), nothing forwarded
+    assert status_of(out) == 417 and b"expectation_failed" in out and out.count(b"HTTP/1.1") == 1
+    assert b"connection: close" in out.lower()
+    with Client(px.addr) as c:  # 100-continue is still forwarded as before
+        r = c.request("POST", "/other", headers=[("Expect", "100-continue")], body=b"abc")
+        assert r.status == 200
+    assert [r.target for r in up.requests] == ["/other"]
+
+
+def test_request_body_under_min_rate_gets_408(proxy_factory, upstream_factory, tmp_path):
+    import socket
+    import threading
+
+    from helpers_failures import read_until_close
+    from support import base_config, metric_value
+
+    up = upstream_factory()
+    cfg = base_config({"app": [up.address]}, tmp=tmp_path, extra=(
+        '[downstream]\nbody_timeout = "10s"\nbody_min_rate = "1KiB"\nbody_min_rate_after = "400ms"\n'))
+    px = proxy_factory(config=cfg)
+
+    # a slow-POST client: 20 bytes every 50 ms (400 B/s), never idle long enough for body_timeout
+    slow = socket.create_connection(px.addr)
+    slow.sendall(b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+    stop = threading.Event()
+
+    def trickle():
+        try:
+            while not stop.wait(0.05):
+                slow.sendall(b"x" * 20)
+        except OSError:
+            pass
+
+    th = threading.Thread(target=trickle, daemon=True)
+    t0 = time.monotonic()
+    th.start()
+    try:
+        data, closed = read_until_close(slow, 5.0)
+        cut = time.monotonic() - t0
+    finally:
+        stop.set()
+        th.join(2)
+        slow.close()
+    assert closed and status_of(data) == 408 and b"request_body_too_slow" in data
+    assert 0.35 <= cut < 3.0, cut
+
+    # a client that is slow to start (inside the grace period) and then fast is served
+    fast = socket.create_connection(px.addr)
+    try:
+        fast.sendall(b"POST /late HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n" + b"y" * 10)
+        assert not stop.clear() and not stop.wait(0.2)  # pause inside the 400 ms grace
+        fast.sendall(b"y" * 199990)
+        fast.settimeout(5)
+        assert status_of(fast.recv(65536)) == 200
+    finally:
+        fast.close()
+    m = px.metrics()
+    assert metric_value(m, "http_timeouts_total", side="downstream", phase="body_rate") == 1
+    assert metric_value(m, "http_timeouts_total", side="downstream", phase="body") == 0
