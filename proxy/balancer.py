@@ -21,12 +21,14 @@ from __future__ import annotations
 import random
 from typing import Callable, Optional, Sequence
 
+from .breaker import State
+
 
 class ServerState:
     """What the proxy knows about one upstream server right now."""
 
     __slots__ = ("host", "port", "name", "weight", "active", "connect_failed", "current", "breaker", "clock",
-                 "healthy", "served", "peak_active", "last_error")
+                 "healthy", "check_failing", "served", "peak_active", "last_error")
 
     def __init__(self, host: str, port: int, weight: int = 1, breaker=None, clock: Callable[[], float] = None):
         self.host = host
@@ -39,16 +41,27 @@ class ServerState:
         self.breaker = breaker  # the server's circuit breaker (None: always available)
         self.clock = clock  # monotonic time source, injected (tests pass a fake)
         self.healthy = True  # active health checks say it is up (always True without them)
+        self.check_failing = False  # its latest active health check failed (still healthy until the fall)
         self.served = 0  # attempts started, ever (sampled once a second for the rate)
         self.peak_active = 0  # highest ``active`` since the last sample
         self.last_error = None  # the last failure seen on this server (diagnostics)
 
     def available(self) -> bool:
-        """Whether new requests may be sent here: healthy, and its breaker would admit one."""
+        """Whether new requests may be sent here: healthy, and its breaker would admit one.
+
+        A breaker that is not closed gets no live trial request while the
+        server's latest health check failed: the checks probe it, and a trial
+        waits for one to pass (a hung server would hold the trial request for
+        a whole response timeout).
+        """
         if not self.healthy:
             return False
         b = self.breaker
-        return b is None or b.peek(self.clock())
+        if b is None:
+            return True
+        if self.check_failing and b.state is not State.CLOSED:
+            return False
+        return b.peek(self.clock())
 
     def __repr__(self) -> str:  # pragma: no cover
         return f"ServerState({self.name})"

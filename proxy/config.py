@@ -796,6 +796,8 @@ class UpstreamConfig:
     tries: int = _spec(2, _integer(1, 10), "total attempts per request, the first included")
     retry_methods: tuple[str, ...] = _spec(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"), _methods(),
                                            "request methods that may be retried on another server")
+    retry_on_timeout: bool = _spec(True, _boolean(),
+                                   "retry those methods on another server after a response timeout (like nginx)")
     response_timeout: float = _spec(60.0, _duration(), "max wait for the response head once the request is sent")
     body_timeout: float = _spec(60.0, _duration(), "max stall of upstream body I/O either way (also the WebSocket idle timeout)")
     request_timeout: float = _spec(0.0, _duration(positive=False),

@@ -221,12 +221,13 @@ class Exchange:
         self.cluster.metrics.client_request(self.cluster.name, "connect_error" if err.status == 502 else "timeout")
         self._retry_or_fail(err)
 
-    def _retry_or_fail(self, err: errors.ProxyError) -> None:
+    def _retry_or_fail(self, err: errors.ProxyError, retryable: bool = False) -> None:
         cluster = self.cluster
         if (
-            err.retryable
+            (err.retryable or retryable)
             and not self.body_started
             and self.attempts < cluster.cfg.tries
+            and len(self.tried) < len(cluster.servers)
             and self.head.method in cluster.retry_methods
             and _monotonic() < self.deadline
         ):
@@ -615,6 +616,11 @@ class Exchange:
             self._attempt()
         elif err.retryable:
             self._retry_or_fail(err)
+        elif type(err) is errors.ResponseTimeout and cluster.cfg.retry_on_timeout:
+            # a hung server: the request goes to another one, within tries
+            # and the retry budget (which keeps a slow cluster from doubling
+            # its load); the hung server is judged above, so its breaker opens
+            self._retry_or_fail(err, True)
         else:
             self._fail(err)
 

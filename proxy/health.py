@@ -29,8 +29,12 @@ check, and its first check is due at once (``next_at`` is the creation
 time): a server that is down at boot is found after ``unhealthy_threshold``
 failed checks, meanwhile its circuit breaker guards the traffic.
 
-Scheduling: ``schedule(now)`` sets ``next_at = now + wait`` (``record`` calls
-it): ``interval`` while healthy; while unhealthy ``unhealthy_interval``
+Scheduling: checks are paced from the *start* of the previous one, as
+HAProxy's ``inter``: ``record`` sets ``next_at = max(started + wait, now)``,
+so a check that runs into its timeout does not stretch the cadence (with
+interval 1s and timeout 1s a hung server is checked every second, not every
+two). ``schedule(now)`` sets ``next_at = now + wait``. The wait is
+``interval`` while healthy; while unhealthy ``unhealthy_interval``
 doubled per failed check since the fall, capped at
 ``max_unhealthy_interval`` (the first check after the fall waits
 ``unhealthy_interval``; a passed check while unhealthy resets the doubling so
@@ -167,6 +171,7 @@ class HealthState:
         self._step = 0  # backoff step while unhealthy
         self._max_step = policy.max_step()
         self._in_flight = False
+        self._started: float | None = None  # start of the check in flight
         self.next_at: float = now  # first check at once
         self.transitions: Counter = Counter()  # (from, to) -> count
 
@@ -217,15 +222,19 @@ class HealthState:
     def begin(self, now: float) -> float:
         """A check starts; returns its deadline (``now + timeout``)."""
         self._in_flight = True
+        self._started = now
         return now + self.policy.timeout
 
     def schedule(self, now: float) -> None:
         """Set ``next_at`` from ``now`` by the current state's wait, jittered."""
+        self.next_at = now + self._jittered_wait()
+
+    def _jittered_wait(self) -> float:
         w = self.wait()
         j = self.policy.jitter
         if j:
             w *= 1.0 + j * (2.0 * self._rng() - 1.0)
-        self.next_at = now + w
+        return w
 
     def record(self, now: float, ok: bool) -> Optional[tuple[bool, bool]]:
         """A check finished; returns ``(old_healthy, new_healthy)`` on a transition, else None.
@@ -250,7 +259,9 @@ class HealthState:
                     out = self._transition(Health.UNHEALTHY, now)
             elif self._step < self._max_step:
                 self._step += 1
-        self.schedule(now)
+        started = now if self._started is None else self._started
+        self._started = None
+        self.next_at = max(started + self._jittered_wait(), now)
         return out
 
     def _transition(self, to: Health, now: float) -> tuple[bool, bool]:

@@ -322,6 +322,7 @@ class HealthChecker:
             return
         cluster, server = target.cluster, target.server
         self.metrics.health_check(cluster.name, server.name, result)
+        server.check_failing = result != "ok"
         change = target.state.record(self.loop.time(), result == "ok")
         if change is not None:
             old, new = change

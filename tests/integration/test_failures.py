@@ -59,9 +59,37 @@ def test_silent_upstream_times_out_at_response_timeout(proxy_factory, upstream_f
     r = get(px.addr, "/silent")
     assert_error(r, 504, "upstream_timeout")
     assert 0.25 <= r.elapsed < 2.0, r.elapsed
-    assert up.connections == 1  # a response timeout is not retried
+    assert up.connections == 1  # the only server is not tried twice
     m = px.metrics()
     assert metric_value(m, "http_timeouts_total", side="upstream", phase="response") == 1
+    assert metric_value(m, "http_client_retries_total", upstream="app", result="retried") == 0
+
+
+@pytest.mark.parametrize("retry_on_timeout", [True, False])
+def test_response_timeout_retried_on_another_server(proxy_factory, upstream_factory, retry_on_timeout):
+    hung = upstream_factory(raw=hang_raw)
+    good = upstream_factory()
+    px = proxy_factory(upstreams={"app": [hung.address, good.address]},
+                       cluster_extra=f'response_timeout = "300ms"\nretry_on_timeout = {str(retry_on_timeout).lower()}')
+    # round robin: one of two requests meets the hung server
+    results = [get(px.addr, f"/r{i}") for i in range(2)]
+    slow = [r for r in results if r.elapsed >= 0.25]
+    assert len(slow) == 1 and hung.connections == 1
+    m = px.metrics()
+    assert metric_value(m, "http_timeouts_total", side="upstream", phase="response") == 1
+    if retry_on_timeout:
+        # the hung server cost latency, not an error: the good server answered
+        assert [r.status for r in results] == [200, 200]
+        assert sorted(r.target for r in good.requests) == ["/r0", "/r1"]
+        assert metric_value(m, "http_client_retries_total", upstream="app", result="retried") == 1
+        # a POST is never sent twice
+        with Client(px.addr) as c:
+            posts = [c.request("POST", f"/p{i}", body=b"x") for i in range(2)]
+        assert sorted(r.status for r in posts) == [200, 504]
+    else:
+        assert sorted(r.status for r in results) == [200, 504]
+        assert_error(slow[0], 504, "upstream_timeout")
+        assert metric_value(m, "http_client_retries_total", upstream="app", result="retried") == 0
 
 
 # ----------------------------------------------------------------------

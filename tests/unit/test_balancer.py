@@ -167,3 +167,19 @@ def test_make_balancer():
 def test_server_state_name():
     assert ServerState("10.0.0.1", 80).name == "10.0.0.1:80"
     assert ServerState("::1", 80).name == "[::1]:80"
+
+
+def test_open_breaker_gets_no_trial_while_its_health_check_fails():
+    from proxy.breaker import Breaker, BreakerPolicy, Outcome, State
+
+    now = [0.0]
+    b = Breaker(BreakerPolicy(consecutive_failures=1, open_duration=1.0, jitter=0.0), 0.0, lambda: 0.5)
+    s = ServerState("10.0.0.1", 80, breaker=b, clock=lambda: now[0])
+    s.check_failing = True
+    assert s.available()  # closed: a failed check alone does not stop traffic (the fall does)
+    b.record(0.0, Outcome.CONNECT_FAILED, 0.0)
+    assert b.state is State.OPEN
+    now[0] = 5.0  # the open period is over: a trial would be due
+    assert b.peek(5.0) and not s.available()
+    s.check_failing = False  # a check passed: the trial may go
+    assert s.available()

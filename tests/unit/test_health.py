@@ -113,7 +113,18 @@ def test_schedule_and_due():
     deadline = hs.begin(15.0)
     assert deadline == 17.0 and hs.in_flight and not hs.due(100.0)
     hs.record(17.0, False)
-    assert not hs.in_flight and hs.next_at == 22.0
+    # paced from the check's start (15 + interval 5), not from its end
+    assert not hs.in_flight and hs.next_at == 20.0
+
+
+def test_check_longer_than_interval_is_followed_at_once():
+    hs = make(interval=1.0, timeout=3.0)
+    hs.begin(10.0)
+    hs.record(13.0, False)  # ran into its timeout, past started + interval
+    assert hs.next_at == 13.0 and hs.due(13.0)
+    hs.begin(13.0)
+    hs.record(13.2, True)  # a quick check: the next waits out the interval from its start
+    assert hs.next_at == 14.0
 
 
 JUDGE = [
