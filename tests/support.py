@@ -38,6 +38,22 @@ def free_port() -> int:
     return port
 
 
+_HELD: list[socket.socket] = []
+
+
+def dead_addr() -> str:
+    """An address that refuses connections for the whole test run.
+
+    The port is bound but never listened on, so a connect gets RST at once
+    and no other server (nor a self-connect) can take the port meanwhile,
+    unlike a port that was merely free a moment ago.
+    """
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return f"127.0.0.1:{s.getsockname()[1]}"
+
+
 def wait_for(fn, timeout: float = 5.0, step: float = 0.05):
     """Re-evaluate ``fn`` (real requests or observable state) until it is
     truthy or ``timeout`` passes; returns its last value. For state that only

@@ -23,11 +23,7 @@ from helpers_failures import (
     read_until_close,
     wait_until,
 )
-from support import Client, free_port, get, metric_value
-
-
-def dead_addr() -> str:
-    return f"127.0.0.1:{free_port()}"
+from support import Client, dead_addr, get, metric_value
 
 
 def assert_error(r, status: int, code: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from support import Client, echo_handler, free_port, get, metric_value
+from support import Client, dead_addr, echo_handler, get, metric_value
 
 UA = "edgeproxy-health"
 
@@ -145,7 +145,7 @@ def test_expected_statuses_body_contains_and_refused(proxy_factory, upstream_fac
     no = upstream_factory(fixed(200, b"status: degraded\n"))
     late = upstream_factory(fixed(200, b"x" * 70000 + marker))  # past the 64 KiB the check reads
     err = upstream_factory(fixed(500, marker))
-    dead = f"127.0.0.1:{free_port()}"
+    dead = dead_addr()
     px = proxy_factory(
         upstreams={"app": [s204.address, s200.address], "body": [yes.address, no.address, late.address,
                                                                err.address], "dead": [dead]},

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from helpers_failures import hang_raw, head_lines, read_head, wait_until
-from support import ROOT, Client, ProxyProcess, free_port, get
+from support import ROOT, Client, ProxyProcess, dead_addr, get
 
 
 # ----------------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_readyz_fast_while_upstream_requests_hang(proxy_factory, upstream_factor
 
 
 def test_readyz_503_when_only_server_refuses(proxy_factory):
-    px = proxy_factory(upstreams={"app": [f"127.0.0.1:{free_port()}"]})
+    px = proxy_factory(upstreams={"app": [dead_addr()]})
     assert get(px.admin_addr, "/readyz").status == 200  # not known to be down yet
     assert get(px.addr, "/").status == 502
     r = get(px.admin_addr, "/readyz")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from support import Client, free_port, metric_value
+from support import Client, dead_addr, metric_value
 
 
 def limits(**keys) -> str:
@@ -97,7 +97,7 @@ def test_queued_requests_get_the_freed_connection(proxy_factory, upstream_factor
 
 def test_retry_budget_exhausted_is_visible(proxy_factory, upstream_factory):
     good = upstream_factory()
-    dead = f"127.0.0.1:{free_port()}"
+    dead = dead_addr()
     px = proxy_factory(upstreams={"app": [dead, good.address]}, cluster_extra="tries = 2",
                        extra=limits(retry_budget=0, retry_budget_min=0)
                        + "[upstreams.app.breaker]\nenabled = false\n")

@@ -8,7 +8,7 @@ client-visible state, never fixed sleeps.
 from __future__ import annotations
 
 
-from support import Client, free_port, get, metric_value
+from support import Client, dead_addr, get, metric_value
 from support import wait_for as wait_until
 
 
@@ -20,7 +20,7 @@ def breaker_toml(name: str, **keys) -> str:
 
 def test_breaker_opens_on_bad_server_and_good_one_takes_traffic(proxy_factory, upstream_factory):
     good = upstream_factory()
-    bad = f"127.0.0.1:{free_port()}"
+    bad = dead_addr()
     px = proxy_factory(upstreams={"app": [good.address, bad]}, cluster_extra="tries = 1",
                        extra=breaker_toml("app", consecutive_failures=3, open_duration='"30s"'))
     statuses = []
@@ -39,7 +39,7 @@ def test_breaker_opens_on_bad_server_and_good_one_takes_traffic(proxy_factory, u
 
 
 def test_full_outage_gets_fast_default_fallback(proxy_factory):
-    dead = f"127.0.0.1:{free_port()}"
+    dead = dead_addr()
     px = proxy_factory(upstreams={"app": [dead]}, cluster_extra="tries = 1",
                        extra=breaker_toml("app", consecutive_failures=2, open_duration='"20s"'))
     with Client(px.addr) as c:
@@ -63,7 +63,7 @@ def test_full_outage_gets_fast_default_fallback(proxy_factory):
 
 
 def test_static_fallback_response(proxy_factory):
-    dead = f"127.0.0.1:{free_port()}"
+    dead = dead_addr()
     fallback = ('[upstreams.app.fallback]\nstatus = 200\nbody = "down for maintenance"\n'
                 'content_type = "text/plain"\nretry_after = "off"\nheaders = { X-Fallback = "static" }\n')
     px = proxy_factory(upstreams={"app": [dead]}, cluster_extra="tries = 1",
@@ -78,7 +78,7 @@ def test_static_fallback_response(proxy_factory):
 
 def test_fallback_to_another_cluster(proxy_factory, upstream_factory):
     backup = upstream_factory()
-    dead = f"127.0.0.1:{free_port()}"
+    dead = dead_addr()
     px = proxy_factory(upstreams={"app": [dead], "backup": [backup.address]},
                        routes=[{"path_prefix": "/", "upstream": "app"}], cluster_extra="tries = 1",
                        extra=breaker_toml("app", consecutive_failures=1, open_duration='"20s"')
