@@ -70,6 +70,11 @@ The caller builds the record dict; the proxy uses these keys:
     the request's id and the propagated trace id (null when absent)
 ``outcome``
     how the request ended (e.g. ``ok``, ``client_abort``, ``upstream_timeout``)
+``tls_sni``, ``tls_version``, ``tls_cipher``, ``tls_resumed``, ``tls_handshake``, ``client_subject``
+    only on TLS listeners: the SNI the client sent (null if none), protocol
+    version, cipher suite, whether the session was resumed, the handshake's
+    total seconds (accept to ready), and the verified client certificate's
+    subject (null without one)
 
 ``NullAccessLog`` has the same interface and does nothing.
 """
@@ -85,9 +90,19 @@ from typing import IO, Callable
 
 import orjson
 
-__all__ = ["AccessLog", "NullAccessLog", "format_time"]
+__all__ = ["AccessLog", "NullAccessLog", "add_tls_fields", "format_time"]
 
 _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
+
+
+def add_tls_fields(record: dict, tls) -> None:
+    """The TLS connection's fields (a ``tls.TLSInfo``) added to a record."""
+    record["tls_sni"] = tls.sni or None
+    record["tls_version"] = tls.version
+    record["tls_cipher"] = tls.cipher
+    record["tls_resumed"] = tls.resumed
+    record["tls_handshake"] = tls.handshake_time
+    record["client_subject"] = tls.subject or None
 
 
 def format_time(t: float) -> str:

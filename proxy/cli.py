@@ -79,6 +79,8 @@ def cmd_run(args) -> int:
         print(f"edgeproxy: warning: {w}", file=sys.stderr)
     try:
         return run(cfg, args.loop)
+    except ConfigError as exc:  # a certificate the listener cannot use
+        return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot start: {exc}")
 
@@ -111,6 +113,8 @@ def cmd_demo(args) -> int:
     with asyncio.Runner(loop_factory=lambda: new_event_loop(kind)) as runner:
         try:
             return runner.run(_demo(cfg))
+        except ConfigError as exc:
+            return _fail(str(exc))
         except OSError as exc:
             return _fail(f"cannot start: {exc}")
 

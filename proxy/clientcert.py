@@ -54,7 +54,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .certs import EKU_NAMES, eku_name, load_pem_certificates
 
-__all__ = ["CODES", "ClientCertPolicy", "Verdict", "normalise_subject"]
+__all__ = ["CODES", "ClientCertPolicy", "Verdict", "eku_oid", "normalise_subject"]
 
 CODES = (
     "ok",
@@ -164,7 +164,7 @@ def normalise_subject(text: str) -> SubjectKey:
         raise ValueError(f"not an RFC 4514 distinguished name: {text!r} (like \"CN=client,O=Example\")") from None
 
 
-def _eku_oid(value: x509.ObjectIdentifier | str) -> x509.ObjectIdentifier:
+def eku_oid(value: x509.ObjectIdentifier | str) -> x509.ObjectIdentifier:
     if isinstance(value, x509.ObjectIdentifier):
         return value
     if value in EKU_NAMES:
@@ -197,7 +197,7 @@ class ClientCertPolicy:
         self._cas_by_subject: dict[x509.Name, list[x509.Certificate]] = {}
         for ca in self.ca_certs:
             self._cas_by_subject.setdefault(ca.subject, []).append(ca)
-        ekus = [ExtendedKeyUsageOID.CLIENT_AUTH] if allowed_ekus is None else [_eku_oid(e) for e in allowed_ekus]
+        ekus = [ExtendedKeyUsageOID.CLIENT_AUTH] if allowed_ekus is None else [eku_oid(e) for e in allowed_ekus]
         if not ekus:
             raise ValueError("allowed_ekus must not be empty (None means clientAuth)")
         self.allowed_ekus = frozenset(ekus)

@@ -259,6 +259,51 @@ def _methods() -> _Conv:
     return _Conv('an array of HTTP methods like ["GET", "HEAD"]', fn)
 
 
+def _strings(expected: str, check: Callable[[str], str]) -> _Conv:
+    """An array of strings, each passed through ``check`` (normalize or ValueError with a reason)."""
+
+    def fn(value: Any, path: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _Bad()
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ConfigError(None, f"{path}[{i}]", item, expected)
+            try:
+                out.append(check(item))
+            except ValueError as exc:
+                raise ConfigError(None, f"{path}[{i}]", item, expected, reason=str(exc) or None) from None
+        return tuple(out)
+
+    return _Conv(f"an array of {expected}s", fn)
+
+
+def _eku(text: str) -> str:
+    from .clientcert import eku_oid
+
+    eku_oid(text)  # ValueError with a reason when unknown
+    return text
+
+
+def _subject(text: str) -> str:
+    from .clientcert import normalise_subject
+
+    normalise_subject(text)
+    return text
+
+
+def _header_name(text: str) -> str:
+    if text and not _TCHAR_RE.fullmatch(text):
+        raise ValueError("not a header field name")
+    return text
+
+
+def _file_path(text: str) -> str:
+    if not text or "\x00" in text:
+        raise ValueError("")
+    return text
+
+
 def _route_host(text: str) -> str:
     host = text.lower()
     if host == "":
@@ -590,6 +635,26 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateConfig:
+    cert: str = _spec(REQUIRED, _string("a PEM file path", _file_path),
+                      "PEM file: the certificate, then its intermediates (names served come from its SAN)")
+    key: str = _spec(REQUIRED, _string("a PEM file path", _file_path), "PEM file: the certificate's private key")
+
+
+def _certificates() -> _Conv:
+    def fn(value: Any, path: str) -> tuple[CertificateConfig, ...]:
+        if not isinstance(value, list):
+            raise _Bad()
+        return tuple(_parse_table(CertificateConfig, item, f"{path}[{i}]") for i, item in enumerate(value))
+
+    return _Conv('an array of tables like [{cert = "server.pem", key = "server.key"}]', fn)
+
+
+_TLS_VERSIONS = ("1.2", "1.3")
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     name: str = _spec(REQUIRED, _string(_NAME_EXPECTED, _check_name),
                       'name used in logs and metrics (default "main", then "listener1", ...)')
@@ -603,6 +668,50 @@ class ListenerConfig:
     on_limit: str = _spec("pause", _choice("pause", "reject", "respond"),
                           'at a limit: "pause" leaves connections in the kernel queue, "reject" resets them, '
                           '"respond" answers 503')
+    tls: bool = _spec(False, _boolean(), "terminate TLS on this listener (needs [[listeners.certificates]])")
+    certificates: tuple[CertificateConfig, ...] = _spec((), _certificates(),
+                                                        "certificates served; SNI picks one by its SAN names, "
+                                                        "the first is the default")
+    sni_policy: str = _spec("default", _choice("default", "reject"),
+                            'SNI naming no certificate: "default" serves the default one (counted), '
+                            '"reject" aborts with unrecognized_name')
+    no_sni_policy: str = _spec("default", _choice("default", "reject"),
+                               'ClientHello without SNI: "default" serves the default certificate, "reject" aborts')
+    strict_host: bool = _spec(False, _boolean(), "answer 421 when a request's Host differs from its connection's SNI")
+    handshake_timeout: float = _spec(10.0, _duration(), "max time from accept to a finished TLS handshake")
+    min_tls_version: str = _spec("1.2", _choice(*_TLS_VERSIONS), 'oldest TLS version accepted: "1.2" or "1.3"')
+    ciphers: str = _spec(DEFAULT_CIPHERS, _string("an OpenSSL cipher list", _file_path),
+                         "TLS 1.2 cipher suites, OpenSSL syntax (TLS 1.3 suites are OpenSSL's defaults)")
+    session_tickets: bool = _spec(True, _boolean(), "resume TLS sessions with tickets (saves a full handshake)")
+    client_auth: str = _spec("none", _choice("none", "optional", "required"),
+                             'client certificates: "none", "optional" (verified when sent) or "required"')
+    client_ca: str = _spec("", _string('"" or a PEM file path', _optional_path),
+                           "PEM file of the CAs that issue client certificates (needed with client_auth)")
+    client_eku: tuple[str, ...] = _spec(("clientAuth",), _strings("extended key usage name or OID", _eku),
+                                        "a client certificate must carry one of these extended key usages")
+    client_allowed_sans: tuple[str, ...] = _spec((), _strings("SAN (DNS name, e-mail or URI)", _file_path),
+                                                 "client certificate SANs allowed (empty = any)")
+    client_allowed_subjects: tuple[str, ...] = _spec((), _strings('subject like "CN=app,O=Example"', _subject),
+                                                     "client certificate subjects allowed (empty = any)")
+    client_subject_header: str = _spec("X-Client-Subject", _string("a header name or \"\"", _header_name),
+                                       "request header carrying the verified client subject upstream "
+                                       '(always stripped from clients; "" = none)')
+    client_san_header: str = _spec("X-Client-SAN", _string("a header name or \"\"", _header_name),
+                                   "request header carrying the verified client SANs upstream (always stripped)")
+    client_fingerprint_header: str = _spec("X-Client-Cert-SHA256", _string("a header name or \"\"", _header_name),
+                                           "request header carrying the client certificate's SHA-256 upstream "
+                                           "(always stripped)")
+
+    @staticmethod
+    def _validate(obj: "ListenerConfig", data: dict, path: str) -> "ListenerConfig":
+        if obj.tls and not obj.certificates:
+            raise ConfigError(None, _join(path, "certificates"), None,
+                              'at least one {cert = "...", key = "..."} table', missing=True,
+                              reason="tls = true needs a certificate")
+        if obj.client_auth != "none" and not obj.client_ca:
+            raise ConfigError(None, _join(path, "client_ca"), None, "a PEM file of client CAs", missing=True,
+                              reason=f'client_auth = "{obj.client_auth}" needs it')
+        return obj
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,13 @@ def connections(server, top: int = 20) -> dict:
     counts: Counter = Counter()
     oldest: dict[str, float] = {}
     rows = []
+    for hs in list(server.handshaking):
+        age = now - hs.accepted_at
+        counts["handshaking"] += 1
+        if age > oldest.get("handshaking", -1.0):
+            oldest["handshaking"] = age
+        rows.append({"state": "handshaking", "age": round(age, 3), "client": hs.peer, "listener": hs.listener.name,
+                     "requests": 0, "route": None, "upstream": None, "server": None})
     for conn in list(server.connections):
         state = connection_state(conn)
         age = now - conn.created

@@ -36,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
+
 from . import codec
-from .accesslog import format_time
+from .accesslog import add_tls_fields, format_time
 from .answers import error_body, error_response, static_response
 from .codec import LengthDecoder, ParseError
 from .exchange import Exchange
@@ -62,10 +64,13 @@ _monotonic = time.monotonic
 
 
 class Downstream(asyncio.Protocol):
+    tls = None  # TLSInfo on a TLS listener (set before connection_made)
+
     def __init__(self, server, listener: str, admitted=None, ip: str = ""):
         self.server = server
         self.cfg = server.config.downstream
         self.listener = listener
+        self.headers = admitted.headers if admitted is not None else server.headers
         self.admitted = admitted  # the Listener whose admission slots this connection holds
         self.admitted_ip = ip
         self.transport = None
@@ -213,7 +218,9 @@ class Downstream(asyncio.Protocol):
         now = _monotonic()
         self.req_head = head
         self.decoder = codec.make_decoder(head.framing, head.content_length) if head.framing else None
-        rid, trace, add_tp = server.headers.ids(head)
+        rid, trace, add_tp = self.headers.ids(head)
+        if self.tls is not None and self._tls_refused(head, rid, trace, now):
+            return
         route = server.router.match(head.host, head.target)
         if route is None:
             self.state = S_RESP
@@ -246,6 +253,32 @@ class Downstream(asyncio.Protocol):
         else:
             self.state = S_RESP
         ex.start(rid, trace, add_tp)
+
+    def _tls_refused(self, head, rid: bytes, trace: bytes, now: float) -> bool:
+        """TLS connection policy per request: a refused client certificate
+        gets 403 with its reason, a Host other than the SNI 421 (strict_host)."""
+        tls = self.tls
+        if tls.refusal:
+            self.state = S_RESP
+            self.decoder = None  # the body is not read: the connection closes after the answer
+            self._log_local(head, 403, "client_certificate_refused", rid, trace, now)
+            self.server.metrics.request_done("none", 403, _monotonic() - now)
+            body = orjson.dumps({"error": "client_certificate_refused", "reason": tls.refusal,
+                                 "request_id": rid.decode("latin-1")})
+            self.write(static_response(403, b"application/json", body, rid, False))
+            self.response_done(False)
+            return True
+        if tls.sni and self.admitted is not None and self.admitted.cfg.strict_host:
+            host = head.host.decode("latin-1").lower()
+            if host.startswith("["):
+                host = host[: host.find("]") + 1]
+            else:
+                host = host.rsplit(":", 1)[0]
+            if host.rstrip(".") != tls.sni:
+                self.state = S_RESP
+                self._local_answer(head, 421, "misdirected_request", rid, trace, now)
+                return True
+        return False
 
     def start_body(self, ex) -> None:
         """The exchange is ready for the request body."""
@@ -332,26 +365,27 @@ class Downstream(asyncio.Protocol):
         log = self.server.accesslog
         if log is None:
             return
-        log.log(
-            {
-                "time": format_time(time.time()),
-                "client": self.client_addr,
-                "method": head.method.decode("latin-1") if head else None,
-                "path": head.target.decode("latin-1") if head else None,
-                "status": status,
-                "bytes_in": 0,
-                "bytes_out": 0,
-                "route": None,
-                "upstream": None,
-                "server": None,
-                "connect_time": None,
-                "ttfb": None,
-                "duration": _monotonic() - started,
-                "request_id": rid.decode("latin-1"),
-                "trace_id": trace.decode("latin-1") or None,
-                "outcome": code,
-            }
-        )
+        record = {
+            "time": format_time(time.time()),
+            "client": self.client_addr,
+            "method": head.method.decode("latin-1") if head else None,
+            "path": head.target.decode("latin-1") if head else None,
+            "status": status,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "route": None,
+            "upstream": None,
+            "server": None,
+            "connect_time": None,
+            "ttfb": None,
+            "duration": _monotonic() - started,
+            "request_id": rid.decode("latin-1"),
+            "trace_id": trace.decode("latin-1") or None,
+            "outcome": code,
+        }
+        if self.tls is not None:
+            add_tls_fields(record, self.tls)
+        log.log(record)
 
     # ------------------------------------------------------------------
     # answers

@@ -40,7 +40,7 @@ import math
 import time
 
 from . import codec, errors
-from .accesslog import format_time
+from .accesslog import add_tls_fields, format_time
 from .answers import error_body, error_response
 from .breaker import Outcome, State
 from .upstream import OVERFLOW, QUEUED
@@ -123,12 +123,14 @@ class Exchange:
     def start(self, rid: bytes, trace: bytes, add_traceparent: bytes) -> None:
         head = self.head
         route = self.route
-        ctx = self.server_ctx
         self.rid = rid
         self.trace = trace
         target = route.rewrite_target(head.target)
         host = route.host_rewrite or head.host or self.cluster.default_host
-        extra = ctx.headers.request_extra(head, self.down.client_ip, rid, add_traceparent)
+        down = self.down
+        extra = down.headers.request_extra(head, down.client_ip, rid, add_traceparent)
+        if down.tls is not None and down.tls.identity:
+            extra += down.tls.identity  # the verified client certificate, for the upstream
         if head.upgrade and route.websocket and b"websocket" in head.upgrade.lower():
             self.upgrade = True
             extra.append((b"Connection", b"upgrade"))
@@ -141,7 +143,7 @@ class Exchange:
             extra.append((b"Transfer-Encoding", b"chunked"))
         elif head.content_length == 0:
             extra.append((b"Content-Length", b"0"))
-        self.up_head = codec.build_request_head(head, target, host, ctx.headers.request_drop, extra)
+        self.up_head = codec.build_request_head(head, target, host, down.headers.request_drop, extra)
         cluster = self.cluster
         if not cluster.inflight.try_acquire():
             self._overflow("max_requests")
@@ -358,7 +360,7 @@ class Exchange:
                 self._upstream_failed(errors.InvalidResponse("101 to a request that did not upgrade"), stale=False)
                 return
             if self.head.version == b"1.1":
-                self.down.write(codec.build_response_head(head, ctx.headers.response_drop, ()))
+                self.down.write(codec.build_response_head(head, self.down.headers.response_drop, ()))
         rest = bytes(rbuf[n:])
         self.rbuf = None
         self._start_response(head)
@@ -376,11 +378,10 @@ class Exchange:
         self.ttfb = now - self.started
         self.resp = head
         self.status = head.status
-        ctx = self.server_ctx
         req = self.head
         client11 = req.version == b"1.1"
         keep = self.down.can_keep_alive(req) and (self.req_done or self.down.can_drain())
-        extra = ctx.headers.response_extra(self.rid)
+        extra = self.down.headers.response_extra(self.rid)
         framing = head.framing
         if framing == FRAMING_LENGTH:
             extra.append((b"Content-Length", b"%d" % head.content_length))
@@ -401,7 +402,7 @@ class Exchange:
         elif not client11:
             extra.append((b"Connection", b"keep-alive"))
         self.keep = keep
-        out = codec.build_response_head(head, ctx.headers.response_drop, extra)
+        out = codec.build_response_head(head, self.down.headers.response_drop, extra)
         if framing == FRAMING_NONE:
             self.down.write(out)
             self._response_complete(b"")
@@ -497,16 +498,15 @@ class Exchange:
     # tunnel (Upgrade)
     def _start_tunnel(self, head) -> None:
         self._judge(Outcome.SUCCESS)
-        ctx = self.server_ctx
         self.ttfb = _monotonic() - self.started
         self.resp = head
         self.status = 101
         self.phase = TUNNEL
-        extra = ctx.headers.response_extra(self.rid)
+        extra = self.down.headers.response_extra(self.rid)
         extra.append((b"Connection", b"upgrade"))
         if head.upgrade:
             extra.append((b"Upgrade", head.upgrade))
-        self.down.write(codec.build_response_head(head, ctx.headers.response_drop, extra))
+        self.down.write(codec.build_response_head(head, self.down.headers.response_drop, extra))
         self.cluster.metrics.upgrade(self.route.name)
         rest = bytes(self.rbuf)
         self.rbuf = None
@@ -777,23 +777,24 @@ class Exchange:
         if log is not None:
             head = self.head
             server = self.server
-            log.log(
-                {
-                    "time": format_time(time.time() - duration),
-                    "client": self.down.client_addr,
-                    "method": head.method.decode("latin-1"),
-                    "path": head.target.decode("latin-1"),
-                    "status": self.status,
-                    "bytes_in": self.bytes_in,
-                    "bytes_out": self.bytes_out,
-                    "route": route,
-                    "upstream": self.cluster.name,
-                    "server": server.name if server is not None else None,
-                    "connect_time": self.connect_time,
-                    "ttfb": self.ttfb,
-                    "duration": duration,
-                    "request_id": self.rid.decode("latin-1"),
-                    "trace_id": self.trace.decode("latin-1") or None,
-                    "outcome": outcome,
-                }
-            )
+            record = {
+                "time": format_time(time.time() - duration),
+                "client": self.down.client_addr,
+                "method": head.method.decode("latin-1"),
+                "path": head.target.decode("latin-1"),
+                "status": self.status,
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "route": route,
+                "upstream": self.cluster.name,
+                "server": server.name if server is not None else None,
+                "connect_time": self.connect_time,
+                "ttfb": self.ttfb,
+                "duration": duration,
+                "request_id": self.rid.decode("latin-1"),
+                "trace_id": self.trace.decode("latin-1") or None,
+                "outcome": outcome,
+            }
+            if self.down.tls is not None:
+                add_tls_fields(record, self.down.tls)
+            log.log(record)

@@ -69,7 +69,9 @@ def new_traceparent() -> bytes:
 class HeaderPolicy:
     """The per-proxy header rules, built once from the [headers] section."""
 
-    def __init__(self, cfg, proto: bytes = b"http"):
+    def __init__(self, cfg, proto: bytes = b"http", strip=()):
+        """``strip``: header names never forwarded from a client (the TLS
+        client-identity headers the proxy itself sets)."""
         self.x_forwarded = cfg.x_forwarded
         self.request_id = cfg.request_id
         self.via = cfg.via
@@ -78,6 +80,7 @@ class HeaderPolicy:
         drop = {b"x-request-id"}
         if self.x_forwarded:
             drop |= {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+        drop |= {name.lower().encode("latin-1") for name in strip if name}
         self.request_drop = frozenset(drop)
         self.response_drop = frozenset({b"x-request-id"})
 

@@ -67,6 +67,16 @@ REQUEST_DURATION_BUCKETS: tuple[float, ...] = (
 # Reasons accepted by ``Metrics.connect_error``; anything else is counted as "other".
 CONNECT_ERROR_REASONS = frozenset({"refused", "timeout", "reset", "unreachable", "dns", "other"})
 
+# Handshake phases (``tls_handshake_duration_seconds{phase}``): TCP accept to
+# the first ClientHello bytes, certificate selection in the SNI callback,
+# ClientHello to handshake done, the proxy's client-certificate policy check,
+# and accept to ready for the first request.
+TLS_PHASES: tuple[str, ...] = ("client_hello", "sni", "handshake", "client_verify", "total")
+TLS_DURATION_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+)
+
 # Results accepted by ``Metrics.health_check``; anything else is counted as "error".
 HEALTH_CHECK_RESULTS = frozenset({"ok", "failed", "timeout", "error"})
 
@@ -133,6 +143,24 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "Active health check verdict of each server of a cluster with health checks: 1 healthy, 0 unhealthy."),
     ("health_check_total", "counter", ("upstream", "server", "result"),
      "Active health checks completed, by server and result (ok, failed, timeout, error)."),
+    ("tls_handshake_duration_seconds", "histogram", ("listener", "phase"),
+     "TLS handshake time by phase: client_hello (accept to first ClientHello bytes), sni (certificate "
+     "selection), handshake (ClientHello to finished, OpenSSL's client chain check included), client_verify "
+     "(the proxy's client-certificate policy check), total (accept to ready)."),
+    ("tls_handshakes_total", "counter", ("listener", "result"),
+     "TLS handshakes ended, by result (ok, failed)."),
+    ("tls_handshake_failures_total", "counter", ("listener", "reason"),
+     "Failed TLS handshakes by reason (timeout, eof, sni_unknown, no_sni, no_client_cert, unknown_ca, expired, "
+     "not_yet_valid, eku_mismatch, bad_cert, protocol_version, no_shared_cipher, http_request, peer_alert, error)."),
+    ("tls_sni_mismatch_total", "counter", ("listener",),
+     "ClientHellos whose SNI names no configured certificate (served the default or refused, per sni_policy)."),
+    ("tls_sni_missing_total", "counter", ("listener",),
+     "ClientHellos without SNI (served the default or refused, per no_sni_policy)."),
+    ("tls_mtls_cert_purpose_total", "counter", ("listener", "code"),
+     "Client-certificate policy checks after the handshake, by result code (ok, no_cert, unknown_ca, expired, "
+     "not_yet_valid, eku_missing, eku_mismatch, san_not_allowed, subject_not_allowed, bad_cert)."),
+    ("tls_sessions_resumed_total", "counter", ("listener",),
+     "TLS handshakes that resumed an earlier session (ticket) instead of a full handshake."),
     ("edgeproxy_build_info", "gauge", ("version", "codec"),
      "Constant 1, labelled with the running version and HTTP codec."),
 ]
@@ -229,6 +257,12 @@ class _EventSeries:
             ("http_client_conn_pool_reused_total", m._reused),
             ("http_client_conn_pool_evicted_total", m._evicted),
             ("health_check_total", m._health_checks),
+            ("tls_handshakes_total", m._tls_handshakes),
+            ("tls_handshake_failures_total", m._tls_failures),
+            ("tls_sni_mismatch_total", m._tls_sni_mismatch),
+            ("tls_sni_missing_total", m._tls_sni_missing),
+            ("tls_mtls_cert_purpose_total", m._tls_purpose),
+            ("tls_sessions_resumed_total", m._tls_resumed),
         ):
             _, labels, help_ = _SPEC[name]
             fam = CounterMetricFamily(name, help_, labels=labels)
@@ -237,18 +271,23 @@ class _EventSeries:
             yield fam
         _, _, help_ = _SPEC["accesslog_dropped_total"]
         yield CounterMetricFamily("accesslog_dropped_total", help_, value=m._dropped)
-        name = "http_server_request_duration_seconds"
-        _, labels, help_ = _SPEC[name]
-        fam = HistogramMetricFamily(name, help_, labels=labels)
-        bounds = [repr(float(b)) for b in REQUEST_DURATION_BUCKETS] + ["+Inf"]
-        for route, counts in list(m._dur.items()):
-            acc = 0
-            cum = []
-            for le, c in zip(bounds, counts):
-                acc += c
-                cum.append((le, acc))
-            fam.add_metric([route], cum, m._dur_sum[route])
-        yield fam
+        yield _histogram("http_server_request_duration_seconds", REQUEST_DURATION_BUCKETS, m._dur, m._dur_sum)
+        yield _histogram("tls_handshake_duration_seconds", TLS_DURATION_BUCKETS, m._tls_dur, m._tls_dur_sum)
+
+
+def _histogram(name: str, buckets: tuple[float, ...], counts_by_key: dict, sums: dict) -> Metric:
+    """A histogram family from per-bucket counts (+Inf last) keyed by a label value or tuple."""
+    _, labels, help_ = _SPEC[name]
+    fam = HistogramMetricFamily(name, help_, labels=labels)
+    bounds = [repr(float(b)) for b in buckets] + ["+Inf"]
+    for key, counts in list(counts_by_key.items()):
+        acc = 0
+        cum = []
+        for le, c in zip(bounds, counts):
+            acc += c
+            cum.append((le, acc))
+        fam.add_metric([key] if isinstance(key, str) else list(key), cum, sums[key])
+    return fam
 
 
 def _bump(counts: dict, key: tuple) -> None:
@@ -282,6 +321,14 @@ class Metrics:
         self._transitions: dict[tuple[str, str, str, str], int] = {}
         self._fallback: dict[tuple[str, str], int] = {}
         self._health_checks: dict[tuple[str, str, str], int] = {}
+        self._tls_handshakes: dict[tuple[str, str], int] = {}
+        self._tls_failures: dict[tuple[str, str], int] = {}
+        self._tls_sni_mismatch: dict[tuple[str], int] = {}
+        self._tls_sni_missing: dict[tuple[str], int] = {}
+        self._tls_purpose: dict[tuple[str, str], int] = {}
+        self._tls_resumed: dict[tuple[str], int] = {}
+        self._tls_dur: dict[tuple[str, str], list[int]] = {}
+        self._tls_dur_sum: dict[tuple[str, str], float] = {}
         self._dropped = 0
         reg.register(_EventSeries(self))
 
@@ -345,6 +392,35 @@ class Metrics:
 
     def health_check(self, upstream: str, server: str, result: str) -> None:
         _bump(self._health_checks, (upstream, server, result if result in HEALTH_CHECK_RESULTS else "error"))
+
+    def tls_handshake(self, listener: str, phases: dict, resumed: bool) -> None:
+        """A finished handshake: its phase durations (seconds, by TLS_PHASES name)."""
+        _bump(self._tls_handshakes, (listener, "ok"))
+        if resumed:
+            _bump(self._tls_resumed, (listener,))
+        self.tls_phases(listener, phases)
+
+    def tls_phases(self, listener: str, phases: dict) -> None:
+        dur, sums = self._tls_dur, self._tls_dur_sum
+        for phase, seconds in phases.items():
+            key = (listener, phase)
+            counts = dur.get(key)
+            if counts is None:
+                counts = dur[key] = [0] * (len(TLS_DURATION_BUCKETS) + 1)
+                sums[key] = 0.0
+            counts[bisect_left(TLS_DURATION_BUCKETS, seconds)] += 1
+            sums[key] += seconds
+
+    def tls_failure(self, listener: str, reason: str) -> None:
+        _bump(self._tls_handshakes, (listener, "failed"))
+        _bump(self._tls_failures, (listener, reason))
+
+    def tls_sni(self, listener: str, missing: bool) -> None:
+        """A ClientHello whose SNI named no certificate (or, ``missing``, had none)."""
+        _bump(self._tls_sni_missing if missing else self._tls_sni_mismatch, (listener,))
+
+    def tls_client_cert(self, listener: str, code: str) -> None:
+        _bump(self._tls_purpose, (listener, code))
 
     # -- scrape time ------------------------------------------------------
 
@@ -418,6 +494,21 @@ class NullMetrics:
         pass
 
     def health_check(self, upstream: str, server: str, result: str) -> None:
+        pass
+
+    def tls_handshake(self, listener: str, phases: dict, resumed: bool) -> None:
+        pass
+
+    def tls_phases(self, listener: str, phases: dict) -> None:
+        pass
+
+    def tls_failure(self, listener: str, reason: str) -> None:
+        pass
+
+    def tls_sni(self, listener: str, missing: bool) -> None:
+        pass
+
+    def tls_client_cert(self, listener: str, code: str) -> None:
         pass
 
     def set_gauge_source(self, name: str, fn: Callable | None) -> None:

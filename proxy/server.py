@@ -36,6 +36,7 @@ from .admission import Decision, Gate, ListenerAdmission
 from .admin import AdminServer
 from .downstream import Downstream
 from .headers import HeaderPolicy
+from .tls import TLSConnection, TLSContexts, TLSSetupError, load_listener_tls
 from .healthcheck import HealthChecker
 from .metrics import Metrics
 from .routing import Router
@@ -84,6 +85,10 @@ class Listener:
         self.loop = server.loop
         self.sock = _bind(cfg.address.host, cfg.address.port, cfg.backlog)
         self.address = format_addr(self.sock.getsockname())
+        self.tls = server.tls.get(cfg.name)  # TLSContexts, swapped whole by a certificate reload
+        self.headers = HeaderPolicy(
+            server.config.headers, b"https" if cfg.tls else b"http",
+            strip=(cfg.client_subject_header, cfg.client_san_header, cfg.client_fingerprint_header))
         self.admission = ListenerAdmission(cfg, server.gate, time.monotonic())
         self.accepting = False
         self.held = False  # paused by admission (a slot or a token will resume it)
@@ -183,6 +188,8 @@ class ProxyServer:
         self.gate = Gate(config.server.max_connections)  # global connection cap
         self.requests_gate = InFlight(config.server.max_requests)  # global in-flight request cap
         self.headers = HeaderPolicy(config.headers)
+        self.tls = load_listener_tls(config)  # ConfigError when a certificate cannot be used
+        self.handshaking: set = set()  # TLSConnections still in their handshake
         self.router = Router.from_config(config.routes)
         self.clusters = {name: Cluster(cfg, loop, self.metrics) for name, cfg in config.upstreams.items()}
         self.routed = [self.clusters[n] for n in dict.fromkeys(r.upstream for r in config.routes)]
@@ -289,8 +296,13 @@ class ProxyServer:
         sock.setblocking(False)
         set_tcp_keepalive(sock, self.config.downstream.tcp_keepalive)
         name = listener.name
-        task = self.loop.create_task(
-            self.loop.connect_accepted_socket(lambda: Downstream(self, name, listener, ip), sock))
+        if listener.tls is not None:
+            accepted_at = time.monotonic()
+            factory = lambda: TLSConnection(  # noqa: E731
+                self, listener, ip, accepted_at, lambda: Downstream(self, name, listener, ip))
+        else:
+            factory = lambda: Downstream(self, name, listener, ip)  # noqa: E731
+        task = self.loop.create_task(self.loop.connect_accepted_socket(factory, sock))
         self._accepting_tasks.add(task)
 
         def accepted(t: asyncio.Task) -> None:
@@ -308,6 +320,34 @@ class ProxyServer:
         for lst in self.listeners:
             if lst.held:
                 lst.maybe_resume()
+
+    def handshake_started(self, conn) -> None:
+        self.handshaking.add(conn)
+
+    def handshake_ended(self, conn) -> None:
+        self.handshaking.discard(conn)
+
+    def reload_certificates(self) -> bool:
+        """Re-read every TLS listener's certificate files (SIGHUP).
+
+        All or nothing per listener: a listener whose new files fail keeps
+        serving its old certificates, and the reason is logged. Established
+        connections keep the contexts they were made with.
+        """
+        ok = True
+        for lst in self.listeners:
+            if lst.tls is None:
+                continue
+            try:
+                lst.tls = TLSContexts(lst.cfg)
+            except TLSSetupError as exc:
+                ok = False
+                log.event("tls_reload_failed", level="error", listener=lst.name, key=exc.key, value=exc.value,
+                          reason=exc.reason)
+                continue
+            log.event("tls_reloaded", listener=lst.name,
+                      certificates=[", ".join(c.names) for c in lst.tls.certificates])
+        return ok
 
     def connection_opened(self, conn: Downstream) -> None:
         self.connections.add(conn)
@@ -343,6 +383,8 @@ class ProxyServer:
         log.event("draining", connections=len(self.connections))
         for lst in self.listeners:
             lst.close()
+        for hs in list(self.handshaking):
+            hs.abort()  # no request started on it yet
         for conn in list(self.connections):
             conn.close_if_idle()
         if self.connections:
@@ -383,6 +425,7 @@ async def serve(config) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_certificates)
     await stop.wait()
     await server.shutdown()
     return 0

@@ -60,6 +60,11 @@ def exercise_everything(m):
     m.pool_reused("backend", "10.0.0.1:80")
     m.pool_evicted("backend", "idle_timeout")
     m.set_gauge_source("http_client_conn_pool_idle_timeout_seconds", lambda: [(("backend", "10.0.0.1:80"), 30.0)])
+    m.tls_handshake("tls", {"client_hello": 0.001, "sni": 0.00002, "handshake": 0.002, "total": 0.004}, True)
+    m.tls_failure("tls", "unknown_ca")
+    m.tls_sni("tls", missing=False)
+    m.tls_sni("tls", missing=True)
+    m.tls_client_cert("tls", "eku_mismatch")
 
 
 def test_counters_and_histogram_rendered_with_labels():
@@ -261,3 +266,17 @@ def test_readme_lists_every_metric():
     for name, kind, labels, _ in METRICS_DOC:
         row = f"| `{name}` | {kind} | {', '.join(labels) or '-'} |"
         assert row in readme, f"README metrics table lacks {row}"
+
+
+def test_tls_phase_histogram_and_counters():
+    m = Metrics(codec="h11", version="0")
+    m.tls_handshake("edge", {"handshake": 0.003, "total": 0.02}, resumed=False)
+    m.tls_handshake("edge", {"handshake": 0.0004, "total": 0.001}, resumed=True)
+    m.tls_failure("edge", "timeout")
+    text = m.render()[0].decode()
+    assert 'tls_handshake_duration_seconds_bucket{le="0.0005",listener="edge",phase="handshake"} 1.0' in text
+    assert 'tls_handshake_duration_seconds_count{listener="edge",phase="total"} 2.0' in text
+    assert 'tls_handshakes_total{listener="edge",result="ok"} 2.0' in text
+    assert 'tls_handshakes_total{listener="edge",result="failed"} 1.0' in text
+    assert 'tls_handshake_failures_total{listener="edge",reason="timeout"} 1.0' in text
+    assert 'tls_sessions_resumed_total{listener="edge"} 1.0' in text

@@ -1,0 +1,518 @@
+"""TLS termination: contexts per listener, SNI selection, the handshake driven
+by hand so each phase is timed, and the client-certificate policy.
+
+Theory of operation
+-------------------
+``TLSContexts`` is everything a TLS listener needs, built from its
+``ListenerConfig``: one ``ssl.SSLContext`` per configured certificate (same
+protocol settings; the SANs of each certificate are the names it serves), a
+``CertificateSelector`` over them, and the ``ClientCertPolicy`` when client
+certificates are asked for. It is immutable; reloading certificates builds a
+new one and swaps it on the listener, so connections already established
+keep the contexts they were made with and new ones get the new certificates.
+Any problem (unreadable file, key not matching, bad cipher list) raises
+``TLSSetupError`` naming the config key, and the old contexts keep serving.
+
+``TLSConnection`` is the asyncio protocol on the TCP transport of a TLS
+listener. Neither uvloop nor asyncio tells a protocol anything about a
+handshake but its end, so the handshake runs here on an ``ssl.SSLObject``
+over two memory BIOs, which makes every phase observable:
+
+``client_hello``   TCP accept -> the first ClientHello bytes arrive;
+``sni``            the SNI callback picking the certificate (the first
+                   context's callback swaps ``sslobj.context``);
+``handshake``      first ClientHello bytes -> handshake finished (OpenSSL's
+                   chain verification of a client certificate included);
+``client_verify``  the proxy's own policy check of the client certificate
+                   (``clientcert.ClientCertPolicy``: CA, validity, EKU,
+                   SAN/subject allow-lists), after the handshake;
+``total``          TCP accept -> ready for the first request.
+
+A failed handshake is classified into a small stable set of reasons
+(``FAILURE_REASONS``), counted, and logged once with the reason and the
+OpenSSL text; the alert OpenSSL produced is flushed before the close. The
+handshake has a deadline (``handshake_timeout``): a client that stalls it is
+closed then, and its admission slot is released with the connection.
+
+Once established, the connection hands a ``Downstream`` a ``TLSTransport``
+that encrypts on ``write`` and feeds it decrypted bytes: the HTTP layer is
+the same for plain and TLS connections. Flow control passes through both
+ways (``pause_reading`` stops delivering already-decrypted bytes too).
+
+A client certificate the policy refuses after a completed handshake does
+not abort the connection: its requests get ``403`` with the reason code
+(``Downstream`` reads ``TLSInfo.refusal``), which a client can act on,
+unlike an alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+import time
+
+from . import log
+from .certs import CertError, CertificateSelector, load_certificate
+from .clientcert import ClientCertPolicy
+
+__all__ = ["FAILURE_REASONS", "TLSConnection", "TLSContexts", "TLSInfo", "TLSSetupError", "failure_reason",
+           "load_listener_tls"]
+
+_monotonic = time.monotonic
+_READ_SIZE = 256 * 1024
+
+FAILURE_REASONS = (
+    "timeout", "eof", "sni_unknown", "no_sni", "no_client_cert", "unknown_ca", "expired", "not_yet_valid",
+    "eku_mismatch", "bad_cert", "protocol_version", "no_shared_cipher", "http_request", "peer_alert", "error",
+)
+
+# X509_V_ERR_* codes of a client certificate OpenSSL refused during the handshake
+_VERIFY_CODES = {
+    2: "unknown_ca", 18: "unknown_ca", 19: "unknown_ca", 20: "unknown_ca", 21: "unknown_ca",
+    9: "not_yet_valid", 10: "expired", 26: "eku_mismatch",
+}
+# OpenSSL reason strings (ssl.SSLError.reason) -> failure reason
+_REASONS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no_client_cert",
+    "UNSUPPORTED_PROTOCOL": "protocol_version",
+    "WRONG_VERSION_NUMBER": "protocol_version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol_version",
+    "VERSION_TOO_LOW": "protocol_version",
+    "NO_PROTOCOLS_AVAILABLE": "protocol_version",
+    "NO_SHARED_CIPHER": "no_shared_cipher",
+    "HTTP_REQUEST": "http_request",
+    "HTTPS_PROXY_REQUEST": "http_request",
+    "CERTIFICATE_VERIFY_FAILED": "bad_cert",
+}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The stable failure reason of an exception raised by a server-side handshake."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _VERIFY_CODES.get(exc.verify_code, "bad_cert")
+    if isinstance(exc, ssl.SSLEOFError):
+        return "eof"
+    reason = getattr(exc, "reason", None) or ""
+    if reason in _REASONS:
+        return _REASONS[reason]
+    if reason.startswith(("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")):
+        return "peer_alert"  # the client refused us (e.g. our certificate is not trusted there)
+    return "error"
+
+
+class TLSSetupError(Exception):
+    """A listener's TLS settings cannot be used; ``key`` is the config key path under the listener."""
+
+    def __init__(self, key: str, value, reason: str):
+        super().__init__(reason)
+        self.key = key
+        self.value = value
+        self.reason = reason
+
+
+def load_listener_tls(config) -> dict:
+    """``{listener name: TLSContexts}`` for the TLS listeners of ``config``.
+
+    Reads every certificate and key; a problem raises ``ConfigError`` naming
+    the config file, the key (``listeners[1].certificates[0]``), the value
+    and what is wrong, like any other configuration error.
+    """
+    from .config import ConfigError
+
+    out = {}
+    for i, lc in enumerate(config.listeners):
+        if not lc.tls:
+            continue
+        try:
+            out[lc.name] = TLSContexts(lc)
+        except TLSSetupError as exc:
+            raise ConfigError(config.source, f"listeners[{i}].{exc.key}", exc.value,
+                              "a usable certificate, key and client CA", reason=exc.reason) from None
+    return out
+
+
+_MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+class TLSContexts:
+    """The SSL contexts, certificate selector and client policy of one TLS listener."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.certificates = []
+        for i, c in enumerate(cfg.certificates):
+            try:
+                self.certificates.append(load_certificate(c.cert, c.key))
+            except CertError as exc:
+                raise TLSSetupError(f"certificates[{i}]", c.cert, str(exc)) from None
+        self.policy = None
+        if cfg.client_auth != "none":
+            try:
+                self.policy = ClientCertPolicy.from_pem_file(
+                    cfg.client_ca, allowed_ekus=cfg.client_eku, allowed_sans=cfg.client_allowed_sans or None,
+                    allowed_subjects=cfg.client_allowed_subjects or None)
+            except (CertError, ValueError) as exc:
+                raise TLSSetupError("client_ca", cfg.client_ca, str(exc)) from None
+        contexts = [self._context(i, c) for i, c in enumerate(self.certificates)]
+        self.selector = CertificateSelector.from_certificates(self.certificates, contexts, 0)
+        self.default = contexts[0]
+        self.default.sni_callback = self._on_sni
+        self.required = cfg.client_auth == "required"
+
+    def _context(self, i: int, cert) -> ssl.SSLContext:
+        cfg = self.cfg
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = _MIN_VERSIONS[cfg.min_tls_version]
+        try:
+            ctx.set_ciphers(cfg.ciphers)
+        except ssl.SSLError:
+            raise TLSSetupError("ciphers", cfg.ciphers, "OpenSSL accepts none of these cipher suites") from None
+        ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE
+        if not cfg.session_tickets:
+            ctx.options |= ssl.OP_NO_TICKET
+            ctx.num_tickets = 0
+        ctx.set_alpn_protocols(["http/1.1"])
+        try:
+            ctx.load_cert_chain(cert.cert_file, cert.key_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise TLSSetupError(f"certificates[{i}]", cert.cert_file, f"OpenSSL refused it: {exc}") from None
+        if cfg.client_auth != "none":
+            ctx.verify_mode = ssl.CERT_REQUIRED if cfg.client_auth == "required" else ssl.CERT_OPTIONAL
+            try:
+                ctx.load_verify_locations(cafile=cfg.client_ca)
+            except (ssl.SSLError, OSError) as exc:
+                raise TLSSetupError("client_ca", cfg.client_ca, f"OpenSSL refused it: {exc}") from None
+        return ctx
+
+    def _on_sni(self, sslobj, server_name, _ctx):
+        """OpenSSL's servername callback: pick the certificate, time it, apply the policy."""
+        t0 = _monotonic()
+        conn = sslobj._edge_conn
+        cfg = self.cfg
+        if server_name is None:
+            conn.server.metrics.tls_sni(conn.listener.name, missing=True)
+            if cfg.no_sni_policy == "reject":
+                conn.fail_reason = "no_sni"
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+            ctx = self.default
+        else:
+            ctx, matched = self.selector.select(server_name)
+            if not matched:
+                conn.server.metrics.tls_sni(conn.listener.name, missing=False)
+                if cfg.sni_policy == "reject":
+                    conn.fail_reason = "sni_unknown"
+                    conn.sni = server_name
+                    return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+            conn.sni = server_name
+        if ctx is not self.default:
+            sslobj.context = ctx
+        conn.sni_time = _monotonic() - t0
+        return None
+
+
+class TLSInfo:
+    """What a request handler knows about its TLS connection (access log, policy, headers)."""
+
+    __slots__ = ("sni", "version", "cipher", "resumed", "handshake_time", "subject", "refusal", "identity")
+
+    def __init__(self, sni, version, cipher, resumed, handshake_time, subject, refusal, identity):
+        self.sni = sni  # the SNI the client sent (lowercase str) or ""
+        self.version = version
+        self.cipher = cipher
+        self.resumed = resumed
+        self.handshake_time = handshake_time  # seconds, accept to ready
+        self.subject = subject  # verified client certificate subject, or ""
+        self.refusal = refusal  # the policy's code when the client certificate is refused, else ""
+        self.identity = identity  # [(header name, value)] added to requests sent upstream
+
+
+class TLSTransport(asyncio.Transport):
+    """What the Downstream sees: a transport that encrypts and decrypts."""
+
+    __slots__ = ("_conn", "_raw", "_sslobj", "_outgoing")
+
+    def __init__(self, conn: "TLSConnection"):
+        super().__init__()
+        self._conn = conn
+        self._raw = conn.raw
+        self._sslobj = conn.sslobj
+        self._outgoing = conn.outgoing
+
+    def write(self, data) -> None:
+        if not data:
+            return
+        sslobj = self._sslobj
+        try:
+            n = sslobj.write(data)
+            while n < len(data):  # only with partial writes; the memory BIO normally takes it all
+                data = memoryview(data)[n:]
+                n = sslobj.write(data)
+        except ssl.SSLError:
+            self._raw.abort()
+            return
+        self._raw.write(self._outgoing.read())
+
+    def writelines(self, chunks) -> None:
+        self.write(b"".join(chunks))
+
+    def close(self) -> None:
+        raw = self._raw
+        if raw.is_closing():
+            return
+        try:
+            self._sslobj.unwrap()  # queues our close_notify; the peer's is not awaited
+        except (ssl.SSLError, ValueError):
+            pass
+        out = self._outgoing.read()
+        if out:
+            raw.write(out)
+        raw.close()
+
+    def abort(self) -> None:
+        self._raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._raw.is_closing()
+
+    def pause_reading(self) -> None:
+        self._conn.app_paused = True
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        conn = self._conn
+        conn.app_paused = False
+        self._raw.resume_reading()
+        if conn.incoming.pending or self._sslobj.pending():
+            conn.server.loop.call_soon(conn.read_app)  # bytes decrypted or received while paused
+
+    def is_reading(self) -> bool:
+        return not self._conn.app_paused
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        self._raw.set_write_buffer_limits(high, low)
+
+    def get_extra_info(self, name, default=None):
+        if name == "ssl_object":
+            return self._sslobj
+        if name == "sslcontext":
+            return self._sslobj.context
+        if name == "peercert":
+            return self._sslobj.getpeercert()
+        if name == "cipher":
+            return self._sslobj.cipher()
+        return self._raw.get_extra_info(name, default)
+
+
+class TLSConnection(asyncio.Protocol):
+    """The protocol on a TLS listener's TCP transport: handshake, then relay to a Downstream."""
+
+    def __init__(self, server, listener, ip: str, accepted_at: float, make_downstream):
+        self.server = server
+        self.listener = listener
+        self.ip = ip
+        self.accepted_at = accepted_at
+        self.make_downstream = make_downstream
+        self.contexts = listener.tls
+        self.raw = None
+        self.sslobj = None
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.app = None  # the Downstream, once the handshake is done
+        self.app_paused = False
+        self.hello_at = 0.0
+        self.sni = ""
+        self.sni_time = 0.0
+        self.fail_reason = ""
+        self.ended = False  # the handshake ended (done, failed or timed out)
+        self.timer = None
+        self.peer = ""
+
+    # -- handshake ---------------------------------------------------------
+    def connection_made(self, transport):
+        self.raw = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.sslobj = self.contexts.default.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.sslobj._edge_conn = self
+        self.timer = self.server.loop.call_later(self.listener.cfg.handshake_timeout, self._timed_out)
+        self.server.handshake_started(self)
+
+    def data_received(self, data):
+        if self.app is not None:
+            self.incoming.write(data)
+            if not self.app_paused:
+                self.read_app()
+            return
+        if self.ended:
+            return
+        if not self.hello_at:
+            self.hello_at = _monotonic()
+        self.incoming.write(data)
+        try:
+            self.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except ssl.SSLError as exc:
+            self._failed(self.fail_reason or failure_reason(exc), exc)
+            return
+        self._flush()
+        self._established()
+
+    def _flush(self) -> None:
+        out = self.outgoing.read()
+        if out:
+            self.raw.write(out)
+
+    def _end_handshake(self) -> None:
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.server.handshake_ended(self)
+
+    def _failed(self, reason: str, exc: BaseException | None) -> None:
+        if self.ended:
+            return
+        self._end_handshake()
+        name = self.listener.name
+        self.server.metrics.tls_failure(name, reason)
+        self.server.metrics.tls_phases(name, {"total": _monotonic() - self.accepted_at})
+        log.event("tls_handshake_failed", level="info", listener=name, client=self.peer, reason=reason,
+                  sni=self.sni or None, detail=_detail(exc))
+        if self.raw is not None and not self.raw.is_closing():
+            self._flush()  # the alert, if OpenSSL made one
+            self.raw.close()
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if not self.ended:
+            self.server.metrics.timeout("downstream", "tls_handshake")
+            self._failed("timeout", None)
+            if self.raw is not None:
+                self.raw.abort()
+
+    def _established(self) -> None:
+        now = _monotonic()
+        self._end_handshake()
+        sslobj = self.sslobj
+        ctxs = self.contexts
+        name = self.listener.name
+        phases = {
+            "client_hello": self.hello_at - self.accepted_at,
+            "sni": self.sni_time,
+            "handshake": now - self.hello_at,
+        }
+        subject, refusal, identity = "", "", []
+        if ctxs.policy is not None:
+            der = sslobj.getpeercert(binary_form=True)
+            t0 = _monotonic()
+            verdict = ctxs.policy.check(der, datetime.datetime.now(datetime.timezone.utc))
+            phases["client_verify"] = _monotonic() - t0
+            self.server.metrics.tls_client_cert(name, verdict.code)
+            if verdict.ok:
+                subject = verdict.subject
+                identity = _identity_headers(self.listener.cfg, verdict)
+            elif der is not None or ctxs.required:
+                refusal = verdict.code
+                log.event("tls_client_refused", level="info", listener=name, client=self.peer, reason=verdict.code,
+                          subject=verdict.subject or None, detail=verdict.detail)
+        total = _monotonic() - self.accepted_at
+        phases["total"] = total
+        resumed = sslobj.session_reused
+        self.server.metrics.tls_handshake(name, phases, resumed)
+        cipher = sslobj.cipher()
+        info = TLSInfo(self.sni.lower().rstrip(".") if self.sni else "", sslobj.version(),
+                       cipher[0] if cipher else "", resumed, total, subject, refusal, identity)
+        app = self.make_downstream()
+        app.tls = info
+        self.app = app
+        app.connection_made(TLSTransport(self))
+        if self.incoming.pending or sslobj.pending():
+            self.read_app()  # the first request came with the handshake's last flight
+
+    # -- established ---------------------------------------------------------
+    def read_app(self) -> None:
+        """Decrypt what has arrived and hand it to the Downstream (until it pauses)."""
+        app = self.app
+        sslobj = self.sslobj
+        incoming = self.incoming
+        while not self.app_paused:
+            try:
+                chunk = sslobj.read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # the client's close_notify: an orderly end of input
+                self._flush()
+                if not app.eof_received():
+                    self.raw.close()
+                return
+            except ssl.SSLError as exc:
+                log.event("tls_error", level="info", listener=self.listener.name, client=self.peer,
+                          detail=_detail(exc))
+                self.raw.abort()
+                return
+            if not chunk:
+                break
+            app.data_received(chunk)
+            if not incoming.pending and not sslobj.pending():
+                break
+        if self.outgoing.pending:
+            self._flush()  # post-handshake messages (session tickets, key updates)
+
+    def eof_received(self):
+        if self.app is not None:
+            return self.app.eof_received()
+        self._failed("eof", None)
+        return False
+
+    def connection_lost(self, exc):
+        if self.app is not None:
+            self.app.connection_lost(exc)
+            return
+        if not self.ended:
+            self._failed("eof", exc)
+        # no Downstream took over the admission slot: release it here
+        self.server.admission_released(self.listener, self.ip)
+
+    def pause_writing(self):
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self):
+        if self.app is not None:
+            self.app.resume_writing()
+
+    # -- diagnostics ---------------------------------------------------------
+    def abort(self) -> None:
+        if self.raw is not None:
+            self.raw.abort()
+
+
+def _identity_headers(cfg, verdict) -> list:
+    out = []
+    if cfg.client_subject_header and verdict.subject:
+        out.append((cfg.client_subject_header.encode("latin-1"), _header_value(verdict.subject)))
+    if cfg.client_san_header and verdict.sans:
+        out.append((cfg.client_san_header.encode("latin-1"), _header_value(", ".join(verdict.sans))))
+    if cfg.client_fingerprint_header and verdict.fingerprint_sha256:
+        out.append((cfg.client_fingerprint_header.encode("latin-1"), verdict.fingerprint_sha256.encode("ascii")))
+    return out
+
+
+def _header_value(text: str) -> bytes:
+    """A certificate string made safe as a header value: visible ASCII and spaces only."""
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text).encode("ascii")
+
+
+def _detail(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"{exc.verify_message} (code {exc.verify_code})"
+    return str(exc)[:200]
