@@ -24,7 +24,7 @@ from collections import Counter
 
 from . import downstream as ds
 
-_SECRET_WORDS = ("token", "password", "secret", "key_file", "private")
+_SECRET_WORDS = ("token", "password", "secret", "key", "private")  # "key": TLS private key paths
 
 
 def connection_state(conn) -> str:

@@ -95,7 +95,7 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "Admission decisions: connections at accept time (accepted, paused, rejected, responded, per_ip) "
      "and requests over [server] max_requests (max_requests)."),
     ("http_server_connections", "gauge", ("listener", "state"),
-     "Client connections by listener and state (reading_head, reading_body, waiting_upstream, writing_response, "
+     "Client connections by listener and state (handshaking, reading_head, reading_body, waiting_upstream, writing_response, "
      "draining_body, tunnel, idle_keepalive), read at scrape."),
     ("http_server_accept_queue_len", "gauge", ("listener",),
      "Connections waiting in the kernel accept queue of the listening socket (TCP_INFO), read at scrape."),
@@ -121,7 +121,7 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "Upstream connections currently carrying a request."),
     ("http_timeouts_total", "counter", ("side", "phase"),
      "Timeouts fired, by side (downstream, upstream) and phase "
-     "(header, body, body_rate, send, keepalive, connect, response, request)."),
+     "(header, body, body_rate, tls_handshake, send, keepalive, connect, response, request)."),
     ("accesslog_dropped_total", "counter", (),
      "Access log lines dropped because the writer fell behind or the write failed."),
     ("http_client_conn_pool_opened_total", "counter", ("upstream", "server"),

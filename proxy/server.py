@@ -234,6 +234,7 @@ class ProxyServer:
         from .diagnostics import connection_state
 
         counts = Counter((c.listener, connection_state(c)) for c in list(self.connections))
+        counts.update((hs.listener.name, "handshaking") for hs in list(self.handshaking))
         return list(counts.items())
 
     def _accept_queues(self, which: int):
