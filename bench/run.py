@@ -44,7 +44,12 @@ SCENARIOS = {
     "upload1m": ("/", "upload_1m.lua", "POST 1 MiB upload"),
     "pipeline8": ("/", "pipeline_8.lua", "8 pipelined GETs"),
     "close": ("/", "close.lua", "new connection per request"),
+    # over TLS: the same ECDSA P-256 certificate and cipher list for every proxy
+    "tls": ("/", None, "TLS small GET, keep-alive"),
+    "tls_close": ("/", "close.lua", "TLS new connection per request"),
 }
+TLS_SCENARIOS = {"tls", "tls_close"}
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 _procs: list[subprocess.Popen] = []
 
@@ -109,6 +114,16 @@ def cpu_seconds(pgid: int) -> float:
 
 
 # ----------------------------------------------------------------------
+def make_certs(tmp: Path) -> tuple[Path, Path]:
+    """One development certificate for 127.0.0.1, served by every proxy under test."""
+    sys.path.insert(0, str(ROOT))
+    from proxy.gencert import generate_dev_set
+
+    files = generate_dev_set(tmp / "certs", ["localhost", "127.0.0.1"])
+    (tmp / "certs" / "server-haproxy.pem").write_bytes(files["server.pem"].read_bytes() + files["server.key"].read_bytes())
+    return files["server.pem"], files["server.key"]
+
+
 def nginx_conf(tmp: Path, listen: int, body: str) -> Path:
     conf = tmp / f"nginx-{listen}.conf"
     conf.write_text(
@@ -154,13 +169,21 @@ def start_upstream(tmp: Path) -> tuple[int, subprocess.Popen, str]:
     return port, p, kind
 
 
-def start_edgeproxy(tmp: Path, up: int, pure: bool) -> tuple[int, subprocess.Popen]:
-    port = free_port()
+def start_edgeproxy(tmp: Path, up: int, pure: bool) -> tuple[dict, subprocess.Popen]:
+    port, tls_port = free_port(), free_port()
+    cert, key = tmp / "certs" / "server.pem", tmp / "certs" / "server.key"
     cfg = tmp / f"edgeproxy-{port}.toml"
     cfg.write_text(f"""
 [[listeners]]
 address = "127.0.0.1:{port}"
 backlog = 4096
+[[listeners]]
+name = "tls"
+address = "127.0.0.1:{tls_port}"
+backlog = 4096
+tls = true
+ciphers = "{TLS_CIPHERS}"
+certificates = [{{cert = "{cert}", key = "{key}"}}]
 [admin]
 enabled = false
 [access_log]
@@ -180,15 +203,22 @@ upstream = "bench"
         env["EDGEPROXY_PURE"] = "1"
     p = spawn([sys.executable, "-m", "proxy", "run", "-c", str(cfg)], PROXY_CPU, cwd=ROOT, env=env)
     wait_port(port)
-    return port, p
+    wait_port(tls_port)
+    return {"plain": port, "tls": tls_port}, p
 
 
-def start_nginx_proxy(tmp: Path, up: int) -> tuple[int, subprocess.Popen]:
-    port = free_port()
+def start_nginx_proxy(tmp: Path, up: int) -> tuple[dict, subprocess.Popen]:
+    port, tls_port = free_port(), free_port()
     conf = nginx_conf(tmp, port, f"""
     upstream up {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 100000; }}
+    ssl_certificate {tmp}/certs/server.pem;
+    ssl_certificate_key {tmp}/certs/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers {TLS_CIPHERS};
+    ssl_session_tickets on;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{tls_port} ssl backlog=4096;
         client_max_body_size 0;
         location / {{
             proxy_pass http://up;
@@ -201,11 +231,12 @@ def start_nginx_proxy(tmp: Path, up: int) -> tuple[int, subprocess.Popen]:
     }}""")
     p = spawn(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], PROXY_CPU)
     wait_port(port)
-    return port, p
+    wait_port(tls_port)
+    return {"plain": port, "tls": tls_port}, p
 
 
-def start_haproxy(tmp: Path, up: int) -> tuple[int, subprocess.Popen]:
-    port = free_port()
+def start_haproxy(tmp: Path, up: int) -> tuple[dict, subprocess.Popen]:
+    port, tls_port = free_port(), free_port()
     conf = tmp / f"haproxy-{port}.cfg"
     conf.write_text(f"""
 global
@@ -220,13 +251,15 @@ defaults
     http-reuse always
 frontend fe
     bind 127.0.0.1:{port}
+    bind 127.0.0.1:{tls_port} ssl crt {tmp}/certs/server-haproxy.pem ciphers {TLS_CIPHERS} alpn http/1.1
     default_backend be
 backend be
     server s1 127.0.0.1:{up}
 """)
     p = spawn(["haproxy", "-f", str(conf)], PROXY_CPU)
     wait_port(port)
-    return port, p
+    wait_port(tls_port)
+    return {"plain": port, "tls": tls_port}, p
 
 
 # ----------------------------------------------------------------------
@@ -253,18 +286,20 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
-def run_wrk(port: int, scenario: str, duration: float, conns: int) -> str:
+def run_wrk(ports: dict, scenario: str, duration: float, conns: int) -> str:
     path, lua, _ = SCENARIOS[scenario]
+    tls = scenario in TLS_SCENARIOS
+    port = ports["tls" if tls else "plain"]
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--latency"]
     if lua:
         cmd += ["-s", str(LUA / lua)]
-    cmd.append(f"http://127.0.0.1:{port}{path}")
+    cmd.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}")
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", LOAD_CPU] + cmd
     return subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
 
 
-def measure(name: str, port: int, proc: subprocess.Popen, scenario: str, args) -> dict:
+def measure(name: str, port: dict, proc: subprocess.Popen, scenario: str, args) -> dict:
     run_wrk(port, scenario, min(2.0, args.duration), args.connections)  # warm-up
     before = cpu_seconds(proc.pid)
     out = run_wrk(port, scenario, args.duration, args.connections)
@@ -304,6 +339,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="edgeproxy-bench-"))
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
     try:
+        make_certs(tmp)  # every proxy listens with TLS too, on a second port
         up_port, up_proc, up_kind = start_upstream(tmp)
         print(f"upstream: {up_kind} on core {LOAD_CPU}; proxies on core {PROXY_CPU}; wrk -t1 -c{args.connections} "
               f"-d{args.duration:g}s on core {LOAD_CPU}", file=sys.stderr)

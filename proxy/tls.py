@@ -60,7 +60,7 @@ __all__ = ["FAILURE_REASONS", "TLSConnection", "TLSContexts", "TLSInfo", "TLSSet
            "load_listener_tls"]
 
 _monotonic = time.monotonic
-_READ_SIZE = 256 * 1024
+_READ_SIZE = 16 * 1024  # one TLS record at most; a bigger buffer costs an mmap per read
 
 FAILURE_REASONS = (
     "timeout", "eof", "sni_unknown", "no_sni", "no_client_cert", "unknown_ca", "expired", "not_yet_valid",
