@@ -92,14 +92,16 @@ cdef extern from *:
         *(PyObject **)((char *)o + off) = v;
     }
 
-    /* Eight bytes at once: does the word hold a byte below 0x0E (the only
-       bytes a header value may not hold are NUL, LF, VT, FF and CR; HTAB and
-       the other controls below 0x0E also trip this and are checked singly),
-       or, for request targets, a byte outside 0x21..0x7E? */
+    /* Eight bytes at once: does the word hold a control byte (below 0x20,
+       or DEL)? A header value may hold none but HTAB, which also trips this
+       and is checked singly. The other helper: for request targets, a byte
+       outside 0x21..0x7E? */
     static inline int edgeproxy_word_has_low(const unsigned char *p) {
-        uint64_t x;
+        uint64_t x, y;
         memcpy(&x, p, 8);
-        return ((x - 0x0E0E0E0E0E0E0E0EULL) & ~x & 0x8080808080808080ULL) != 0;
+        y = x ^ 0x7F7F7F7F7F7F7F7FULL;
+        return ((((x - 0x2020202020202020ULL) & ~x) | ((y - 0x0101010101010101ULL) & ~y))
+                & 0x8080808080808080ULL) != 0;
     }
     static inline int edgeproxy_word_not_vchar(const unsigned char *p) {
         uint64_t x;
@@ -132,9 +134,10 @@ cdef enum:
     COLON = 58
     SEMI = 59
 
-    # obs-fold (a header line starting with SP/HTAB): joined as h11 joins it
-    # while pure accepts it; 0 refuses it like any illegal header line
-    ACCEPT_OBS_FOLD = 1
+    # obs-fold (a header line starting with SP/HTAB): 1 joins it as h11
+    # would; 0 refuses it like any illegal header line (RFC 9112 section
+    # 5.2 lets a server reject it with 400; both codecs do)
+    ACCEPT_OBS_FOLD = 0
 
     SPAN_CAP = 8          # Connection / X-Forwarded-For values kept in place
     MAX_CHUNK_LINE = 16384  # h11's incomplete-event limit (chunk size line, trailers)
@@ -165,8 +168,10 @@ cdef void _init_tables() noexcept:
     for c in range(256):
         LOWER[c] = c + 32 if 65 <= c <= 90 else c
         VCHAR[c] = 0x21 <= c <= 0x7E
-        # h11: field-vchar is [^\x00\s]; SP and HTAB are allowed inside
-        FVAL[c] = not (c == 0 or c == LF or c == 11 or c == 12 or c == CR)
+        # RFC 9110 section 5.5: visible characters, obs-text, SP and HTAB;
+        # every other control (NUL, CR, LF, the rest of 0x01-0x1F, DEL) is
+        # refused (stricter than h11, which lets 0x01-0x08 and such through)
+        FVAL[c] = c == HT or (c >= 0x20 and c != 0x7F)
         TCHAR[c] = (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
         if 48 <= c <= 57:
             HEXV[c] = c - 48

@@ -48,6 +48,12 @@ _VERSIONS = (b"1.1", b"1.0")
 _BLANK_LINES = re.compile(rb"(?:\r?\n)*")
 
 
+# Stricter than h11, the same as the native codec: control bytes other than
+# HTAB (h11 lets 0x01-0x08, 0x0E-0x1F and DEL through in field values) and
+# obs-fold (a line starting with SP/HTAB, which h11 joins) are refused.
+_BAD_HEAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\n[ \t]")
+
+
 def _skip_blank_lines(buf) -> int:
     """Length of the empty lines before a request line (RFC 9112 section 2.2)."""
     if buf[:1] not in (b"\r", b"\n"):
@@ -83,8 +89,11 @@ def parse_request_head(buf, max_size: int, scan_from: int = 0):
     end = _head_end_within(buf, max(start, scan_from - 3), max_size, _REQUEST_TOO_LARGE)
     if end < 0:
         return None
+    block = bytes(buf[start:end])
+    if _BAD_HEAD.search(block):
+        raise ParseError(400, "bad_request", "control character or obs-fold in the request head")
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size + 4)
-    conn.receive_data(bytes(buf[start:end]))
+    conn.receive_data(block)
     try:
         ev = conn.next_event()
     except h11.RemoteProtocolError as exc:
@@ -167,7 +176,10 @@ def parse_response_head(buf, method: bytes, max_size: int, scan_from: int = 0, u
         return None
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_size + 4)
     conn.send(h11.Request(method=method, target=b"/", headers=_UPGRADE_REQUEST if upgrade else _PLAIN_REQUEST))
-    conn.receive_data(bytes(buf[:end]))
+    block = bytes(buf[:end])
+    if _BAD_HEAD.search(block):
+        raise ParseError(502, "invalid_response", "control character or obs-fold in the response head")
+    conn.receive_data(block)
     try:
         ev = conn.next_event()
     except h11.RemoteProtocolError as exc:
@@ -213,6 +225,8 @@ def parse_response_head(buf, method: bytes, max_size: int, scan_from: int = 0, u
     return head, end
 
 
+_TAIL = 20 * 1024  # more than h11 lets a trailer section hold (16 KiB)
+_LAST_CHUNK = re.compile(rb"0+[ \t]*(?:;.*)?")
 _PRIME_CHUNKED = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
@@ -224,7 +238,7 @@ class ChunkedDecoder:
     responses.
     """
 
-    __slots__ = ("_conn", "_status")
+    __slots__ = ("_conn", "_status", "_tail")
 
     def __init__(self, status: int = 400):
         conn = h11.Connection(h11.SERVER)
@@ -232,12 +246,14 @@ class ChunkedDecoder:
         conn.next_event()
         self._conn = conn
         self._status = status
+        self._tail = b""  # the last bytes fed: where the trailers are checked
 
     def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
         if not data:
             return b"", None  # h11 would take empty bytes as end of stream
         conn = self._conn
         conn.receive_data(data)
+        self._tail = (self._tail + data)[-_TAIL:]
         out = []
         try:
             while True:
@@ -249,10 +265,27 @@ class ChunkedDecoder:
                 if type(ev) is _Data:
                     out.append(ev.data)
                 elif type(ev) is _EndOfMessage:
-                    return b"".join(out), conn.trailing_data[0]
+                    rest = conn.trailing_data[0]
+                    if ev.headers:
+                        self._check_trailers(self._tail[: len(self._tail) - len(rest)])
+                    return b"".join(out), rest
         except h11.RemoteProtocolError as exc:
             code = "bad_request" if self._status == 400 else "invalid_response"
             raise ParseError(self._status, code, str(exc)) from None
+
+    def _check_trailers(self, stream: bytes) -> None:
+        """Refuse trailers h11 accepted but the proxy does not (as the native
+        codec does): control bytes and obs-fold. ``stream`` ends with the
+        blank line closing the trailer section; the last-chunk line is the
+        nearest line before it that is all zeros (a trailer line has a colon)."""
+        lines = stream.split(b"\n")[:-2]  # drop what follows the blank line and the blank line
+        i = len(lines) - 1
+        while i >= 0 and not _LAST_CHUNK.fullmatch(lines[i].rstrip(b"\r")):
+            i -= 1
+        for line in lines[i + 1:]:
+            if _BAD_HEAD.search(b"\n" + line.rstrip(b"\r")):
+                code = "bad_request" if self._status == 400 else "invalid_response"
+                raise ParseError(self._status, code, "control character or obs-fold in a trailer")
 
     def eof(self) -> bool:
         return False

@@ -243,6 +243,9 @@ MALFORMED = [
     pytest.param(b"3\r\nhello\r\n0\r\n\r\n", id="data-longer-than-size"),
     pytest.param(b"5\r\nhello\r\n0\r\nbad trailer line\r\n\r\n", id="bad-trailer"),
     pytest.param(b"5\r\nhello\r\n0\r\nX : y\r\n\r\n", id="trailer-space-before-colon"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX: a\x01\r\n\r\n", id="trailer-control"),
+    pytest.param(b"5\r\nhello\r\n0\r\nX: a\r\n folded\r\n\r\n", id="trailer-obs-fold"),
+    pytest.param(b"1\r\n\x01\r\n0 ;e\r\nX: a\x7f\r\n\r\n", id="trailer-del-after-binary-data"),
 ]
 
 

@@ -445,6 +445,14 @@ REJECT = [
     pytest.param(req(b"Host: a", b"X-Foo: a\rb"), 400, id="value-cr"),
     pytest.param(req(b"Host: a", b"X-Foo: a\r"), 400, id="value-trailing-cr"),
     pytest.param(req(b"Host: a\x00b"), 400, id="host-nul"),
+    # controls other than HTAB, and obs-fold: refused by both codecs (h11 alone would pass them)
+    pytest.param(req(b"Host: a", b"X-Foo: a\x01b"), 400, id="value-soh"),
+    pytest.param(req(b"Host: a", b"X-Foo: a\x1fb"), 400, id="value-unit-separator"),
+    pytest.param(req(b"Host: a", b"X-Foo: a\x7fb"), 400, id="value-del"),
+    pytest.param(req(b"Host: a", b"X-Foo: abcdefgh\x7fijklmnop"), 400, id="value-del-in-word"),
+    pytest.param(req(b"Host: a", b"X-Foo: a\x0bb"), 400, id="value-vt"),
+    pytest.param(req(b"Host: a", b"X-Foo: a", b" folded"), 400, id="obs-fold-space"),
+    pytest.param(req(b"Host: a", b"X-Foo: a", b"\tfolded"), 400, id="obs-fold-tab"),
     # request line
     pytest.param(req(b"Host: a", line=b"GET  / HTTP/1.1"), 400, id="line-double-space-1"),
     pytest.param(req(b"Host: a", line=b"GET /  HTTP/1.1"), 400, id="line-double-space-2"),

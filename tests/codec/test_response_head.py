@@ -292,6 +292,9 @@ def test_implementations_agree(impls):
 
 
 REJECT = [
+    pytest.param(resp(b"X-Foo: a\x01b", b"Content-Length: 0"), id="value-control"),
+    pytest.param(resp(b"X-Foo: a\x7f", b"Content-Length: 0"), id="value-del"),
+    pytest.param(resp(b"X-Foo: a", b" folded", b"Content-Length: 0"), id="obs-fold"),
     pytest.param(resp(b"Content-Length: 5", b"Transfer-Encoding: chunked"), id="cl-and-te"),
     pytest.param(resp(b"Transfer-Encoding: chunked", b"Content-Length: 5"), id="te-and-cl"),
     pytest.param(resp(b"Content-Length: 1", b"Content-Length: 2"), id="cl-differing"),
