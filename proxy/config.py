@@ -45,7 +45,7 @@ import re
 import stat
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .units import Address, format_duration, format_size, parse_address, parse_duration, parse_host, parse_size
 
@@ -623,6 +623,8 @@ class ServerConfig:
                                  "on shutdown, how long in-flight requests may finish (0 = close at once)")
     max_connections: int = _spec(0, _integer(0), "client connections open at once, all listeners (0 = unlimited)")
     max_requests: int = _spec(0, _integer(0), "requests in flight at once, all listeners; beyond it 503 (0 = unlimited)")
+    pid_file: str = _spec("", _string('"" or a file path', _optional_path),
+                          "file the running proxy writes its PID to, for `edgeproxy reload` and init systems")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1114,14 +1116,28 @@ def load_config(path: str | os.PathLike) -> Config:
     return parse_config(data, source)
 
 
-def quick_config(listen: list[str], upstreams: list[str], admin: str | None, loop: str | None = None) -> Config:
-    """Config for ``edgeproxy run --listen ADDR --upstream HOST:PORT`` (no file); defaults elsewhere."""
+def _field_default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def quick_config(listen: list[str], upstreams: list[str], admin: str | None, loop: str | None = None,
+                 certs: Sequence[tuple[str, str]] = ()) -> Config:
+    """Config for ``edgeproxy run --listen ADDR --upstream HOST:PORT`` (no file); defaults elsewhere.
+
+    ``certs`` is a list of (certificate file, key file): when given, every
+    listener is a TLS listener serving them, the first pair being the default.
+    """
     data: dict[str, Any] = {
         "upstreams": {"default": {"servers": list(upstreams)}},
         "routes": [{"name": "default", "path_prefix": "/", "upstream": "default"}],
     }
     if listen:
         data["listeners"] = [{"address": address} for address in listen]
+    if certs:
+        certificates = [{"cert": cert, "key": key} for cert, key in certs]
+        default_listeners = [{"address": str(ln.address)} for ln in _field_default(Config, "listeners")]
+        data["listeners"] = [{**listener, "tls": True, "certificates": certificates}
+                             for listener in data.get("listeners") or default_listeners]
     if admin is not None:
         data["admin"] = {"address": admin}
     if loop is not None:

@@ -12,6 +12,7 @@ from proxy.config import (
     AccessLogConfig,
     AdminConfig,
     BreakerConfig,
+    CertificateConfig,
     Config,
     ConfigError,
     DownstreamConfig,
@@ -83,7 +84,10 @@ ERRORS = [
         MINIMAL + '[[listeners]]\naddress = "127.0.0.1:8080"\nport = 80\n',
         "listeners[0].port",
         None,
-        "unknown key; expected one of: accept_burst, accept_rate, address, backlog, max_connections, max_connections_per_ip, name, on_limit",
+        "unknown key; expected one of: accept_burst, accept_rate, address, backlog, certificates, ciphers, "
+        "client_allowed_sans, client_allowed_subjects, client_auth, client_ca, client_eku, client_fingerprint_header, "
+        "client_san_header, client_subject_header, handshake_timeout, max_connections, max_connections_per_ip, "
+        "min_tls_version, name, no_sni_policy, on_limit, session_tickets, sni_policy, strict_host, tls",
     ),
     (
         "unknown key in server table",
@@ -755,6 +759,27 @@ def test_quick_config_options(path, kwargs, value):
     assert operator.attrgetter(path)(quick_config(**args)) == value
 
 
+def test_quick_config_with_certificates_makes_every_listener_tls():
+    pairs = [("a.pem", "a.key"), ("b.pem", "b.key")]
+    config = quick_config(["127.0.0.1:8443", "[::1]:8443"], ["127.0.0.1:8081"], None, certs=pairs)
+    certificates = (CertificateConfig("a.pem", "a.key"), CertificateConfig("b.pem", "b.key"))
+    assert config.listeners == (
+        ListenerConfig("main", Address("127.0.0.1", 8443), tls=True, certificates=certificates),
+        ListenerConfig("listener1", Address("::1", 8443), tls=True, certificates=certificates),
+    )
+    default = quick_config([], ["127.0.0.1:8081"], None, certs=pairs[:1])
+    assert default.listeners == (ListenerConfig("main", Address("127.0.0.1", 8080), tls=True,
+                                                certificates=certificates[:1]),)
+    assert all(not ln.tls for ln in quick_config(["127.0.0.1:1"], ["127.0.0.1:8081"], None).listeners)
+
+
+def test_pid_file(load):
+    assert load(MINIMAL).server.pid_file == ""
+    assert load(MINIMAL + '[server]\npid_file = "run/edgeproxy.pid"\n').server.pid_file == "run/edgeproxy.pid"
+    err = error_of(load, MINIMAL + "[server]\npid_file = 1\n")
+    assert str(err) == 'config.toml: server.pid_file = 1: expected "" or a file path'
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -764,6 +789,7 @@ def test_quick_config_options(path, kwargs, value):
         ({"upstreams": []}, "<command line>: upstreams.default.servers = []: expected a non-empty array"),
         ({"admin": "localhost"}, '<command line>: admin.address = "localhost": missing port'),
         ({"loop": "trio"}, '<command line>: server.loop = "trio": expected one of "uvloop", "asyncio"'),
+        ({"certs": [("", "a.key")]}, '<command line>: listeners[0].certificates[0].cert = "": expected a PEM file path'),
     ],
 )
 def test_quick_config_errors(kwargs, message):
@@ -841,40 +867,62 @@ def _schema_class(hint: typing.Any) -> type | None:
     return None
 
 
-def _walk(cls: type, raw: dict, header: str):
-    """Yield (header, field) for every TOML key of ``cls``, asserting each is present in ``raw``."""
+def _walk(cls: type, tables: list[dict], header: str):
+    """Yield (header, field) for every TOML key of ``cls``, asserting each is present in one of ``tables``.
+
+    ``tables`` are the entries of an array of tables (or just the one table): a key may be shown in any entry,
+    so the example can show listener keys on a plain listener and the TLS keys on a TLS one.
+    """
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.metadata.get("toml"):
             continue
         key = f"{header}.{f.name}" if header else f.name
-        assert f.name in raw, f"{key} is not in {EXAMPLE.name}"
+        having = [raw for raw in tables if f.name in raw]
+        assert having, f"{key} is not in {EXAMPLE.name}"
         yield header, f
-        sub, value = _schema_class(hints[f.name]), raw[f.name]
+        sub, value = _schema_class(hints[f.name]), having[0][f.name]
         if sub is None:
             continue
         if isinstance(value, list):
-            assert isinstance(value[0], dict), f"write {key} as tables so every key shows"
-            yield from _walk(sub, value[0], key)
+            assert value and all(isinstance(entry, dict) for entry in value), (
+                f"write {key} as tables so every key shows")
+            yield from _walk(sub, value, key)
         elif typing.get_origin(hints[f.name]) is dict:
             name, entry = next(iter(value.items()))
-            yield from _walk(sub, entry, f"{key}.{name}")
+            yield from _walk(sub, [entry], f"{key}.{name}")
         else:
-            yield from _walk(sub, value, key)
+            yield from _walk(sub, [value], key)
 
 
 def test_example_loads_and_equals_the_defaults():
     config = load_config(EXAMPLE)
+    certificates = [{"cert": "demo-certs/server.pem", "key": "demo-certs/server.key"}]
     expected = parse_config(
         {
+            "listeners": [
+                {"address": "127.0.0.1:8080"},
+                {"name": "tls", "address": "127.0.0.1:8443", "tls": True, "certificates": certificates},
+            ],
             "upstreams": {"demo": {"servers": ["127.0.0.1:8081"]}},
             "routes": [{"name": "demo", "upstream": "demo"}],
         },
         str(EXAMPLE),
     )
     assert config == expected
-    assert config.listeners == (ListenerConfig("main", Address("127.0.0.1", 8080)),)
+    # every section but the ones a config must name is at its defaults
+    defaults = Config(source=str(EXAMPLE))
+    for f in dataclasses.fields(Config):
+        if f.name not in ("source", "listeners", "upstreams", "routes"):
+            assert getattr(config, f.name) == getattr(defaults, f.name), f.name
+    # the plain main listener, and a TLS listener with every TLS setting at its default
+    assert config.listeners == (
+        ListenerConfig("main", Address("127.0.0.1", 8080)),
+        ListenerConfig("tls", Address("127.0.0.1", 8443), tls=True,
+                       certificates=(CertificateConfig("demo-certs/server.pem", "demo-certs/server.key"),)),
+    )
     assert config.admin.address == Address("127.0.0.1", 9901)
+    assert config.server.pid_file == ""
     assert config.warnings() == []
 
 
@@ -882,7 +930,7 @@ def test_example_has_every_key_with_its_doc_line():
     import tomllib
 
     raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
-    docs = {(header, f.name): f.metadata["doc"] for header, f in _walk(Config, raw, "")}
+    docs = {(header, f.name): f.metadata["doc"] for header, f in _walk(Config, [raw], "")}
     assert len(docs) > 60
 
     header, seen, previous = "", set(), ""
@@ -902,7 +950,7 @@ def test_example_has_every_key_with_its_doc_line():
 
 
 def test_every_schema_field_has_a_doc_line():
-    classes = [Config, ServerConfig, AdminConfig, ListenerConfig, DownstreamConfig, TcpKeepaliveConfig, HeadersConfig,
+    classes = [Config, ServerConfig, AdminConfig, ListenerConfig, CertificateConfig, DownstreamConfig, TcpKeepaliveConfig, HeadersConfig,
                AccessLogConfig, PoolConfig, UpstreamServerConfig, UpstreamConfig, RouteConfig, IdleTierConfig,
                BreakerConfig, HealthConfig, LimitsConfig, FallbackConfig]
     for cls in classes:
