@@ -43,6 +43,7 @@ from .accesslog import add_tls_fields, format_time
 from .answers import error_body, error_response, static_response
 from .codec import LengthDecoder, ParseError
 from .exchange import Exchange
+from .routing import adopt_target_form
 
 S_HEAD = 0
 S_BODY_WAIT = 1
@@ -219,9 +220,16 @@ class Downstream(asyncio.Protocol):
         self.req_head = head
         self.decoder = codec.make_decoder(head.framing, head.content_length) if head.framing else None
         rid, trace, add_tp = self.headers.ids(head)
+        rtarget = head.target
+        if rtarget[0] != 47:  # not "/...": absolute-, asterisk- or authority-form
+            status, code = adopt_target_form(head)
+            if status:
+                self._reject(ParseError(status, code, "request target form not served"))
+                return
+            rtarget = head.target if head.target != b"*" else b"/"
         if self.tls is not None and self._tls_refused(head, rid, trace, now):
             return
-        route = server.router.match(head.host, head.target)
+        route = server.router.match(head.host, rtarget)
         if route is None:
             self.state = S_RESP
             self._local_answer(head, 404, "no_route", rid, trace, now)

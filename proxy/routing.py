@@ -21,6 +21,8 @@ No match anywhere is the caller's 404.
 
 from __future__ import annotations
 
+import re
+
 from typing import Iterable, Optional
 
 
@@ -126,3 +128,32 @@ class Router:
             if path.startswith(r.prefix):
                 return r
         return None
+
+
+# RFC 9112 section 3.2: request-target forms other than origin-form ("/path").
+_ABSOLUTE_FORM = re.compile(rb"[hH][tT][tT][pP][sS]?://([^/?#@\s]+)((?:[/?][^#\s]*)?)")
+
+
+def adopt_target_form(head) -> tuple[int, str]:
+    """Bring a request whose target is not origin-form to origin-form, in place.
+
+    absolute-form (``http://host:port/path?q``): the authority replaces Host
+    (RFC 9112 section 3.2.2: a server ignores Host then) and the path (``/``
+    when empty) becomes the target; userinfo (``user@host``) is refused.
+    asterisk-form (``*``) is kept for OPTIONS only. authority-form is
+    CONNECT's, and this is not a forward proxy: 405. Returns ``(0, "")`` when
+    the request may go on, else the status and error code to answer.
+    """
+    target = head.target
+    if target == b"*":
+        return (0, "") if head.method == b"OPTIONS" else (400, "bad_request_target")
+    m = _ABSOLUTE_FORM.fullmatch(target)
+    if m is not None:
+        head.host = m.group(1)
+        path = m.group(2)
+        head.target = path if path[:1] == b"/" else b"/" + path
+        return 0, ""
+    if head.method == b"CONNECT":
+        return 405, "method_not_allowed"
+    return 400, "bad_request_target"
+

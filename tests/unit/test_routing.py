@@ -198,3 +198,27 @@ def test_rewrite_target(prefix, strip, target, expected):
 )
 def test_normalize_host(raw, expected):
     assert normalize_host(raw.encode()) == expected.encode()
+
+
+class _Head:
+    def __init__(self, method: bytes, target: bytes, host: bytes = b"h"):
+        self.method, self.target, self.host = method, target, host
+
+
+@pytest.mark.parametrize(("method", "target", "result", "host", "new_target"), [
+    (b"GET", b"http://api.test/a/b?q=1", (0, ""), b"api.test", b"/a/b?q=1"),
+    (b"GET", b"HTTPS://Api.Test:8443", (0, ""), b"Api.Test:8443", b"/"),
+    (b"GET", b"http://api.test?q", (0, ""), b"api.test", b"/?q"),
+    (b"GET", b"http://user@api.test/", (400, "bad_request_target"), b"h", b"http://user@api.test/"),
+    (b"GET", b"ftp://api.test/", (400, "bad_request_target"), b"h", b"ftp://api.test/"),
+    (b"OPTIONS", b"*", (0, ""), b"h", b"*"),
+    (b"GET", b"*", (400, "bad_request_target"), b"h", b"*"),
+    (b"CONNECT", b"api.test:443", (405, "method_not_allowed"), b"h", b"api.test:443"),
+    (b"GET", b"api.test:443", (400, "bad_request_target"), b"h", b"api.test:443"),
+])
+def test_request_target_forms(method, target, result, host, new_target):
+    from proxy.routing import adopt_target_form
+
+    head = _Head(method, target)
+    assert adopt_target_form(head) == result
+    assert (head.host, head.target) == (host, new_target)
