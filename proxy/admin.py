@@ -18,6 +18,11 @@ pool is one of the failures this project exists to prevent.
 * ``/debug/connections``, ``/debug/tasks``, ``/debug/pools``,
   ``/debug/config``: live diagnostics as JSON (see ``diagnostics``).
 
+Under a supervisor (``supervisor.Supervisor`` is then the ``server``),
+``/metrics`` and ``/debug/*`` gather the workers' answers: those two are
+answered from a coroutine, and the connection reads no further request
+until it is written.
+
 With ``admin.token`` set, ``/metrics`` and ``/debug/*`` need
 ``Authorization: Bearer <token>`` (401 otherwise); ``/healthz`` and
 ``/readyz`` stay open for orchestrator probes.
@@ -42,6 +47,9 @@ MAX_HEAD = 8192
 
 _PATHS = ["/metrics", "/healthz", "/readyz", "/debug/connections", "/debug/tasks", "/debug/pools",
           "/debug/config"]
+
+
+_DEBUG = (b"connections", b"tasks", b"pools", b"config")
 
 
 def _authorized(head, token: str) -> bool:
@@ -74,6 +82,7 @@ class AdminProtocol(asyncio.Protocol):
         self.transport = None
         self.buf = bytearray()
         self.timer = None
+        self.busy = False  # an answer is being gathered (supervisor): later requests wait
 
     def connection_made(self, transport):
         self.transport = transport
@@ -91,7 +100,7 @@ class AdminProtocol(asyncio.Protocol):
     def data_received(self, data):
         self.buf += data
         self._arm()
-        while self.buf and not self.transport.is_closing():
+        while self.buf and not self.transport.is_closing() and not self.busy:
             try:
                 res = codec.parse_request_head(self.buf, MAX_HEAD)
             except ParseError as exc:
@@ -107,9 +116,28 @@ class AdminProtocol(asyncio.Protocol):
                 self.transport.close()
                 return
             keep = head.keep_alive
-            self.transport.write(self.answer(head, keep))
+            out = self.answer(head, keep)
+            if not isinstance(out, bytes):
+                self.busy = True
+                asyncio.ensure_future(self._later(out, keep))
+                return
+            self.transport.write(out)
             if not keep:
                 self.transport.close()
+
+    async def _later(self, coro, keep: bool) -> None:
+        try:
+            out = await coro
+        except Exception as exc:  # a worker's answer went wrong: say so, keep serving
+            out = _json(502, {"error": "gather_failed", "detail": str(exc)[:200]}, keep)
+        self.busy = False
+        if self.transport.is_closing():
+            return
+        self.transport.write(out)
+        if not keep:
+            self.transport.close()
+        elif self.buf:
+            self.data_received(b"")
 
     def answer(self, head, keep: bool) -> bytes:
         path, _, query = head.target.partition(b"?")
@@ -124,6 +152,9 @@ class AdminProtocol(asyncio.Protocol):
         if token and not _authorized(head, token):
             return _response(401, b"application/json", b'{"error":"unauthorized"}', keep,
                              b'WWW-Authenticate: Bearer realm="edgeproxy"\r\n')
+        gather = getattr(self.server, "debug", None)  # a supervisor asks its workers
+        if gather is not None and (path == b"/metrics" or (path.startswith(b"/debug/") and path[7:] in _DEBUG)):
+            return self._gathered(path, query, keep)
         if path.startswith(b"/debug/"):
             which = path[7:]
             if which == b"connections":
@@ -142,6 +173,15 @@ class AdminProtocol(asyncio.Protocol):
             body, ctype = self.server.metrics.render()
             return _response(200, ctype.encode(), body, keep)
         return _json(404, {"error": "not_found", "paths": _PATHS}, keep)
+
+
+    async def _gathered(self, path: bytes, query: bytes, keep: bool) -> bytes:
+        if path == b"/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST
+
+            return _response(200, CONTENT_TYPE_LATEST.encode(), await self.server.metrics_text(), keep)
+        which = path[7:].decode()
+        return _json(200, await self.server.debug(which, query.decode("latin-1")), keep)
 
 
 class AdminServer:

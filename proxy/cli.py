@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--key", action="append", default=[], metavar="FILE",
                      help="PEM private key of the --cert at the same position (no-config mode)")
     run.add_argument("--loop", choices=["uvloop", "asyncio"], help="event loop (overrides server.loop)")
+    run.add_argument("--workers", type=_worker_count, metavar="N|auto",
+                     help="worker processes (overrides server.workers; 1 = a single process)")
 
     chk = sub.add_parser("check", help="validate a config file, dry-run its certificates and print a summary")
     chk.add_argument("-c", "--config", required=True, help="TOML config file")
@@ -193,7 +195,21 @@ def _not_edgeproxy(pid: int) -> str | None:
 # --------------------------------------------------------------------------- run
 
 
+def _worker_count(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError('expected "auto" or a number of worker processes from 1 to 256')
+    return n
+
+
 def cmd_run(args) -> int:
+    import dataclasses
+
     from .server import run
 
     try:
@@ -209,7 +225,16 @@ def cmd_run(args) -> int:
         pid_file = _write_pid_file(cfg)
     except ConfigError as exc:
         return _fail(str(exc))
+    if args.workers is not None:
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, workers=args.workers))
+    workers = cfg.server.worker_count()
     try:
+        if workers > 1:
+            from .supervisor import run_supervisor
+            from .tls import load_listener_tls
+
+            load_listener_tls(cfg)  # certificate problems stop the start, before any worker runs
+            return run_supervisor(cfg, args.config, args.loop, workers)
         return run(cfg, args.loop)
     except ConfigError as exc:  # a certificate the listener cannot use
         return _fail(str(exc))

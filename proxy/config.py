@@ -616,6 +616,17 @@ class TcpKeepaliveConfig:
     count: int = _spec(6, _integer(1, 127), "unanswered probes before the connection is dropped")
 
 
+def _workers() -> _Conv:
+    def fn(value: Any, path: str) -> int | str:
+        if value == "auto":
+            return "auto"
+        if _is_int(value) and 1 <= value <= 256:
+            return value
+        raise _Bad()
+
+    return _Conv('"auto" (one per CPU) or a number of worker processes from 1 to 256', fn)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     loop: str = _spec("uvloop", _choice("uvloop", "asyncio"), 'event loop: "uvloop" (fast) or "asyncio" (stdlib)')
@@ -625,6 +636,18 @@ class ServerConfig:
     max_requests: int = _spec(0, _integer(0), "requests in flight at once, all listeners; beyond it 503 (0 = unlimited)")
     pid_file: str = _spec("", _string('"" or a file path', _optional_path),
                           "file the running proxy writes its PID to, for `edgeproxy reload` and init systems")
+    workers: int | str = _spec("auto", _workers(),
+                               'worker processes, each with its own event loop ("auto" = one per CPU; 1 = '
+                               'a single process, no supervisor)')
+
+    def worker_count(self) -> int:
+        """``workers`` resolved: "auto" is the number of CPUs this process may run on."""
+        if self.workers != "auto":
+            return int(self.workers)
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,6 +693,8 @@ class ListenerConfig:
     on_limit: str = _spec("pause", _choice("pause", "reject", "respond"),
                           'at a limit: "pause" leaves connections in the kernel queue, "reject" resets them, '
                           '"respond" answers 503')
+    proxy_protocol: bool = _spec(False, _boolean(),
+                                 "every connection starts with a PROXY protocol v1/v2 header (behind an L4 balancer)")
     tls: bool = _spec(False, _boolean(), "terminate TLS on this listener (needs [[listeners.certificates]])")
     certificates: tuple[CertificateConfig, ...] = _spec((), _certificates(),
                                                         "certificates served; SNI picks one by its SAN names, "

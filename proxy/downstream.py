@@ -58,6 +58,7 @@ P_WAIT = 2
 P_PIPELINE = 4
 
 K_IDLE = 1
+FIRST_REQUEST_GRACE = 1.0  # seconds a fresh connection may take to send its request during a drain
 K_HEADER = 2
 K_BODY = 3
 
@@ -66,6 +67,7 @@ _monotonic = time.monotonic
 
 class Downstream(asyncio.Protocol):
     tls = None  # TLSInfo on a TLS listener (set before connection_made)
+    proxied = None  # (client ip, port) from a PROXY protocol header (set before connection_made)
 
     def __init__(self, server, listener: str, admitted=None, ip: str = ""):
         self.server = server
@@ -105,7 +107,7 @@ class Downstream(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.created = _monotonic()
-        peer = transport.get_extra_info("peername")
+        peer = self.proxied or transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client_ip = str(peer[0]).encode()
             self.client_addr = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
@@ -487,8 +489,17 @@ class Downstream(asyncio.Protocol):
             self.transport.abort()
 
     def close_if_idle(self) -> bool:
-        """Shutdown: close now if no request is in progress."""
+        """Shutdown: close now if no request is in progress.
+
+        A connection that has not sent its first request yet (just accepted:
+        its request is likely on the way) gets ``FIRST_REQUEST_GRACE`` to
+        send it, and is then served with ``Connection: close``; closing it at
+        once would lose that request.
+        """
         if self.state == S_HEAD and not self.buf and self.exchange is None:
+            if self.requests == 0:
+                self._arm(K_IDLE, min(FIRST_REQUEST_GRACE, self.cfg.header_timeout))
+                return False
             self.close()
             return True
         return False

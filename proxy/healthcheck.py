@@ -258,6 +258,7 @@ class HealthChecker:
         self.targets: list[_Target] = []
         self._timer: asyncio.TimerHandle | None = None
         self._running = False
+        self.on_result = None  # fn(cluster, server, healthy, failing) after each check
         now = self.loop.time()
         for cluster in server.clusters.values():
             if not cluster.cfg.health.enabled:
@@ -333,4 +334,6 @@ class HealthChecker:
                       upstream=cluster.name, server=server.name,
                       **{"from": "healthy" if old else "unhealthy", "to": "healthy" if new else "unhealthy"},
                       result=result, detail=detail)
+        if self.on_result is not None:  # the supervisor passes every result on to its workers
+            self.on_result(cluster.name, server.name, server.healthy, server.check_failing)
         self._arm()

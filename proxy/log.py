@@ -11,9 +11,14 @@ import time
 
 import orjson
 
+# Fields added to every event of this process (a worker adds its number).
+CONTEXT: dict = {}
+
 
 def event(name: str, level: str = "info", **fields) -> None:
     rec = {"time": round(time.time(), 3), "level": level, "event": name}
+    if CONTEXT:
+        rec.update(CONTEXT)
     rec.update(fields)
     try:
         sys.stderr.buffer.write(orjson.dumps(rec, default=str) + b"\n")

@@ -161,6 +161,14 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "not_yet_valid, eku_missing, eku_mismatch, san_not_allowed, subject_not_allowed, bad_cert)."),
     ("tls_sessions_resumed_total", "counter", ("listener",),
      "TLS handshakes that resumed an earlier session (ticket) instead of a full handshake."),
+    ("http_server_proxy_protocol_errors_total", "counter", ("listener",),
+     "Connections closed because they did not start with a valid PROXY protocol header in time."),
+    ("edgeproxy_workers", "gauge", (),
+     "Worker processes serving: the supervisor's ready workers, or 1 for a single process."),
+    ("edgeproxy_worker_restarts_total", "counter", (),
+     "Workers that died and were started again by the supervisor."),
+    ("edgeproxy_reloads_total", "counter", ("result",),
+     "Configuration reloads (SIGHUP) by result: ok, or failed (the old configuration keeps serving)."),
     ("edgeproxy_build_info", "gauge", ("version", "codec"),
      "Constant 1, labelled with the running version and HTTP codec."),
 ]
@@ -170,7 +178,7 @@ _SPEC: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 
 # Gauges evaluated at scrape time from callbacks (see Metrics.set_gauge_source).
-_UNLABELLED_GAUGES = ("http_server_connections_active",)
+_UNLABELLED_GAUGES = ("http_server_connections_active", "edgeproxy_workers")
 _LABELLED_GAUGES = ("http_client_conn_pool_idle", "http_client_conn_pool_active",
                     "http_client_conn_pool_idle_timeout_seconds", "circuit_breaker_state", "upstream_health",
                     "http_server_accept_queue_len", "http_server_accept_queue_max", "http_server_connections")
@@ -263,6 +271,9 @@ class _EventSeries:
             ("tls_sni_missing_total", m._tls_sni_missing),
             ("tls_mtls_cert_purpose_total", m._tls_purpose),
             ("tls_sessions_resumed_total", m._tls_resumed),
+            ("edgeproxy_worker_restarts_total", m._restarts),
+            ("http_server_proxy_protocol_errors_total", m._pp_errors),
+            ("edgeproxy_reloads_total", m._reloads),
         ):
             _, labels, help_ = _SPEC[name]
             fam = CounterMetricFamily(name, help_, labels=labels)
@@ -327,6 +338,9 @@ class Metrics:
         self._tls_sni_missing: dict[tuple[str], int] = {}
         self._tls_purpose: dict[tuple[str, str], int] = {}
         self._tls_resumed: dict[tuple[str], int] = {}
+        self._restarts: dict[tuple, int] = {}
+        self._pp_errors: dict[tuple[str], int] = {}
+        self._reloads: dict[tuple[str], int] = {}
         self._tls_dur: dict[tuple[str, str], list[int]] = {}
         self._tls_dur_sum: dict[tuple[str, str], float] = {}
         self._dropped = 0
@@ -422,6 +436,15 @@ class Metrics:
     def tls_client_cert(self, listener: str, code: str) -> None:
         _bump(self._tls_purpose, (listener, code))
 
+    def worker_restarted(self) -> None:
+        _bump(self._restarts, ())
+
+    def proxy_protocol_error(self, listener: str) -> None:
+        _bump(self._pp_errors, (listener,))
+
+    def reload(self, result: str) -> None:
+        _bump(self._reloads, (result,))
+
     # -- scrape time ------------------------------------------------------
 
     def set_gauge_source(self, name: str, fn: Callable | None) -> None:
@@ -509,6 +532,15 @@ class NullMetrics:
         pass
 
     def tls_client_cert(self, listener: str, code: str) -> None:
+        pass
+
+    def worker_restarted(self) -> None:
+        pass
+
+    def proxy_protocol_error(self, listener: str) -> None:
+        pass
+
+    def reload(self, result: str) -> None:
         pass
 
     def set_gauge_source(self, name: str, fn: Callable | None) -> None:

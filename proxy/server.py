@@ -36,6 +36,7 @@ from .admission import Decision, Gate, ListenerAdmission
 from .admin import AdminServer
 from .downstream import Downstream
 from .headers import HeaderPolicy
+from .proxyheader import ProxyHeaderReader
 from .tls import TLSConnection, TLSContexts, TLSSetupError, load_listener_tls
 from .healthcheck import HealthChecker
 from .metrics import Metrics
@@ -47,12 +48,16 @@ EMFILE_PAUSE = 0.1  # seconds a listener rests after running out of descriptors
 MAX_RESPONSE_HEAD = 64 * 1024
 
 
-def _bind(host: str, port: int, backlog: int) -> socket.socket:
+def _bind(host: str, port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
+    """A listening socket. ``reuse_port``: one of several bound to the same
+    address (SO_REUSEPORT), among which the kernel spreads new connections."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(addr)
         sock.listen(backlog)
         sock.setblocking(False)
@@ -78,12 +83,17 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 class Listener:
     """One listening socket with its own accept loop and admission control."""
 
-    def __init__(self, cfg, server: "ProxyServer"):
+    def __init__(self, cfg, server: "ProxyServer", sock: socket.socket | None = None):
+        """``sock``: a listening socket made by the supervisor (worker mode); else one is bound here."""
         self.cfg = cfg
         self.name = cfg.name
         self.server = server
         self.loop = server.loop
-        self.sock = _bind(cfg.address.host, cfg.address.port, cfg.backlog)
+        if sock is not None:
+            sock.setblocking(False)
+            self.sock = sock
+        else:
+            self.sock = _bind(cfg.address.host, cfg.address.port, cfg.backlog)
         self.address = format_addr(self.sock.getsockname())
         self.tls = server.tls.get(cfg.name)  # TLSContexts, swapped whole by a certificate reload
         self.headers = HeaderPolicy(
@@ -181,9 +191,16 @@ class Listener:
 
 
 class ProxyServer:
-    def __init__(self, config, loop: asyncio.AbstractEventLoop):
+    def __init__(self, config, loop: asyncio.AbstractEventLoop, *, sockets: dict | None = None,
+                 probe_health: bool = True, worker: int | None = None):
+        """``sockets``: {listener name: listening socket} made by the supervisor
+        (worker mode). ``probe_health``: run the active health checks here;
+        a worker leaves them to its supervisor, which sends the results
+        (``apply_health``)."""
         self.config = config
         self.loop = loop
+        self.sockets = sockets or {}
+        self.worker = worker  # this process's worker number under a supervisor, else None
         self.metrics = Metrics(codec=codec.NAME, version=__version__)
         self.gate = Gate(config.server.max_connections)  # global connection cap
         self.requests_gate = InFlight(config.server.max_requests)  # global in-flight request cap
@@ -209,6 +226,8 @@ class ProxyServer:
         self._sweeper = None
         self._accepting_tasks: set[asyncio.Task] = set()
         self.metrics.set_gauge_source("http_server_connections_active", lambda: len(self.connections))
+        # a single process counts itself; workers report 0 and their supervisor the ready ones
+        self.metrics.set_gauge_source("edgeproxy_workers", lambda: 1 if self.worker is None else 0)
         self.metrics.set_gauge_source("http_client_conn_pool_idle", lambda: self._pool_gauge(0))
         self.metrics.set_gauge_source("http_client_conn_pool_active", lambda: self._pool_gauge(1))
         self.metrics.set_gauge_source(
@@ -224,7 +243,7 @@ class ProxyServer:
         self.metrics.set_gauge_source("http_server_listen_drops_total", listen(1))
         # active health checks, when any cluster enables them (started by start())
         self.health: HealthChecker | None = None
-        if any(c.cfg.health.enabled for c in self.clusters.values()):
+        if probe_health and any(c.cfg.health.enabled for c in self.clusters.values()):
             self.health = HealthChecker(self)
             self.metrics.set_gauge_source("upstream_health", self.health.gauges)
 
@@ -268,7 +287,7 @@ class ProxyServer:
             self.accesslog.start()
         try:
             for lc in self.config.listeners:
-                self.listeners.append(Listener(lc, self))
+                self.listeners.append(Listener(lc, self, self.sockets.get(lc.name)))
             if self.config.admin.enabled:
                 self.admin = AdminServer(self)
                 await self.admin.start()
@@ -278,13 +297,14 @@ class ProxyServer:
             raise
         for lst in self.listeners:
             lst.start()
-            log.event("listening", listener=lst.name, address=lst.address)
-        if self.admin is not None:
+            if self.worker is None:  # under a supervisor, it reports the listeners
+                log.event("listening", listener=lst.name, address=lst.address)
+        if self.admin is not None and self.worker is None:
             log.event("admin", address=self.admin.address)
         self._sweeper = self.loop.call_later(1.0, self._sweep)
         if self.health is not None:
             self.health.start()  # first checks at once; servers start healthy
-        log.event("ready", codec=codec.NAME, version=__version__,
+        log.event("ready" if self.worker is None else "worker_ready", codec=codec.NAME, version=__version__,
                   loop=type(self.loop).__module__.split(".")[0])
 
     def _sweep(self) -> None:
@@ -303,6 +323,9 @@ class ProxyServer:
                 self, listener, ip, accepted_at, lambda: Downstream(self, name, listener, ip))
         else:
             factory = lambda: Downstream(self, name, listener, ip)  # noqa: E731
+        if listener.cfg.proxy_protocol:
+            inner = factory
+            factory = lambda: ProxyHeaderReader(self, listener, ip, inner)  # noqa: E731
         task = self.loop.create_task(self.loop.connect_accepted_socket(factory, sock))
         self._accepting_tasks.add(task)
 
@@ -321,6 +344,20 @@ class ProxyServer:
         for lst in self.listeners:
             if lst.held:
                 lst.maybe_resume()
+
+    def apply_health(self, cluster: str, server: str, healthy: bool, failing: bool) -> None:
+        """A health check result from the supervisor's prober (worker mode)."""
+        c = self.clusters.get(cluster)
+        if c is None:
+            return
+        for s in c.servers:
+            if s.name == server:
+                s.check_failing = failing
+                if s.healthy != healthy:
+                    s.healthy = healthy
+                    if healthy:
+                        c.mark_recovering(s)
+                return
 
     def handshake_started(self, conn) -> None:
         self.handshaking.add(conn)

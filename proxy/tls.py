@@ -330,11 +330,12 @@ class TLSConnection(asyncio.Protocol):
         self.ended = False  # the handshake ended (done, failed or timed out)
         self.timer = None
         self.peer = ""
+        self.proxied = None  # (client ip, port) from a PROXY protocol header
 
     # -- handshake ---------------------------------------------------------
     def connection_made(self, transport):
         self.raw = transport
-        peer = transport.get_extra_info("peername")
+        peer = self.proxied or transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
         self.sslobj = self.contexts.default.wrap_bio(self.incoming, self.outgoing, server_side=True)
@@ -431,6 +432,7 @@ class TLSConnection(asyncio.Protocol):
                        cipher[0] if cipher else "", resumed, total, subject, refusal, identity)
         app = self.make_downstream()
         app.tls = info
+        app.proxied = self.proxied
         self.app = app
         app.connection_made(TLSTransport(self))
         if self.incoming.pending or sslobj.pending():

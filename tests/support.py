@@ -74,13 +74,16 @@ def split_addr(addr: str) -> tuple[str, int]:
 # ----------------------------------------------------------------------
 # the proxy under test
 class ProxyProcess:
-    def __init__(self, tmp: Path, config: str, loop: str = "uvloop", env: dict | None = None, command: str = "run"):
+    def __init__(self, tmp: Path, config: str, loop: str = "uvloop", env: dict | None = None, command: str = "run",
+                 workers: int | str = 1):
+        """``workers``: 1 (a single process, what most tests pin) unless a test is about workers."""
         self.tmp = tmp
         self.config_path = tmp / "edgeproxy.toml"
         self.access_log = tmp / "access.log"
         self.config_path.write_text(config)
         self.loop = loop
         self.command = command
+        self.workers = workers
         self.env = dict(os.environ, **(env or {}))
         self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
         self.proc: subprocess.Popen | None = None
@@ -92,6 +95,8 @@ class ProxyProcess:
 
     def start(self, timeout: float = 15.0) -> "ProxyProcess":
         cmd = [sys.executable, "-m", "proxy", self.command, "-c", str(self.config_path), "--loop", self.loop]
+        if self.command == "run":
+            cmd += ["--workers", str(self.workers)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         threading.Thread(target=self._read_stderr, daemon=True).start()

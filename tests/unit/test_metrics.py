@@ -65,6 +65,10 @@ def exercise_everything(m):
     m.tls_sni("tls", missing=False)
     m.tls_sni("tls", missing=True)
     m.tls_client_cert("tls", "eku_mismatch")
+    m.set_gauge_source("edgeproxy_workers", lambda: 2)
+    m.worker_restarted()
+    m.proxy_protocol_error("main")
+    m.reload("ok")
 
 
 def test_counters_and_histogram_rendered_with_labels():
