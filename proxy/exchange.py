@@ -363,7 +363,7 @@ class Exchange:
                 self.down.write(codec.build_response_head(head, self.down.headers.response_drop, ()))
         rest = bytes(rbuf[n:])
         self.rbuf = None
-        self._start_response(head)
+        self._start_response(head, rest)
         if self.phase == BODY:
             if rest:
                 self._relay(rest)
@@ -372,7 +372,9 @@ class Exchange:
                 self.held_down = None
                 self.down.write(held)
 
-    def _start_response(self, head) -> None:
+    def _start_response(self, head, rest: bytes = b"") -> None:
+        """``rest``: bytes that came after the head (for a response without a
+        body, any byte there means the connection cannot be reused)."""
         self._judge(self.server.breaker.outcome_for_status(head.status))
         now = _monotonic()
         self.ttfb = now - self.started
@@ -405,7 +407,7 @@ class Exchange:
         out = codec.build_response_head(head, self.down.headers.response_drop, extra)
         if framing == FRAMING_NONE:
             self.down.write(out)
-            self._response_complete(b"")
+            self._response_complete(rest)
             return
         # the head is held and leaves with the first body bytes (one write)
         self.held_down = out
@@ -469,7 +471,9 @@ class Exchange:
             retry = self.reused and not self.rbuf
             self._upstream_failed(errors.UpstreamReset(str(exc) if exc else "closed before a response"), stale=retry)
         elif phase == BODY:
-            if self.dec.eof():
+            # a body read until close ends with a clean close, not a reset
+            # (RFC 9112 section 8: an error means it is incomplete)
+            if self.dec.eof() and exc is None:
                 self._response_complete(b"")
             else:
                 self._abort_midstream("upstream_reset")

@@ -102,3 +102,52 @@ def parse_raw_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
         k, _, v = line.partition(":")
         hdrs[k.strip().lower()] = v.strip()
     return status, hdrs, body
+
+
+# ----------------------------------------------------------------------
+# leak checks: the proxy's own view of what it still holds after a fault
+def metric_sum(text: str, name: str) -> float:
+    """Sum of every sample of ``name`` in Prometheus text (all label sets)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def proxy_holdings(px) -> dict:
+    """Client connections, asyncio tasks and upstream connections the proxy
+    holds right now (metrics and /debug on its admin listener).
+
+    ``upstream_busy`` counts upstream connections that are not idle in the
+    pool: active (carrying a request), pending, or open but neither.
+    """
+    from support import get
+
+    m = px.metrics()
+    pools = get(px.admin_addr, "/debug/pools").json()
+    busy = 0
+    for cluster in pools.values():
+        for srv in cluster["servers"].values():
+            busy += srv["active"] + srv["pending"] + max(0, srv["open_connections"] - srv["idle"])
+    return {
+        "connections": metric_sum(m, "http_server_connections_active"),
+        "tasks": get(px.admin_addr, "/debug/tasks").json()["total"],
+        "pool_active": metric_sum(m, "http_client_conn_pool_active"),
+        "upstream_busy": busy,
+    }
+
+
+def wait_released(px, tasks: int, connections: int = 0, timeout: float = 5.0) -> dict:
+    """Poll until the proxy holds no more than ``connections`` client
+    connections (those the test still has open), ``tasks`` asyncio tasks (a
+    baseline taken before the fault) and no upstream connection other than
+    idle pooled ones; returns the last holdings seen (compare with the
+    expected ones to assert, so a failure shows what leaked)."""
+    want = {"connections": float(connections), "tasks": tasks, "pool_active": 0.0, "upstream_busy": 0}
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = proxy_holdings(px)
+        if seen == want or time.monotonic() >= deadline:
+            return seen
+        time.sleep(0.02)
