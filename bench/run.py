@@ -34,6 +34,7 @@ LUA = ROOT / "bench" / "lua"
 TICKS = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
 PROXY_CPU = "0"
+WORKERS = 1  # --workers: processes (edgeproxy, nginx) or threads (HAProxy) of each proxy under test
 LOAD_CPU = "1" if NCPU > 1 else "0"
 
 SCENARIOS = {
@@ -124,11 +125,11 @@ def make_certs(tmp: Path) -> tuple[Path, Path]:
     return files["server.pem"], files["server.key"]
 
 
-def nginx_conf(tmp: Path, listen: int, body: str) -> Path:
+def nginx_conf(tmp: Path, listen: int, body: str, workers: int = 1) -> Path:
     conf = tmp / f"nginx-{listen}.conf"
     conf.write_text(
         f"""
-worker_processes 1;
+worker_processes {workers};
 pid {tmp}/nginx-{listen}.pid;
 error_log {tmp}/nginx-{listen}.err warn;
 user root;
@@ -201,7 +202,8 @@ upstream = "bench"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if pure:
         env["EDGEPROXY_PURE"] = "1"
-    p = spawn([sys.executable, "-m", "proxy", "run", "-c", str(cfg)], PROXY_CPU, cwd=ROOT, env=env)
+    p = spawn([sys.executable, "-m", "proxy", "run", "-c", str(cfg), "--workers", str(WORKERS)], PROXY_CPU,
+              cwd=ROOT, env=env)
     wait_port(port)
     wait_port(tls_port)
     return {"plain": port, "tls": tls_port}, p
@@ -228,7 +230,7 @@ def start_nginx_proxy(tmp: Path, up: int) -> tuple[dict, subprocess.Popen]:
             proxy_set_header X-Request-ID $request_id;
             proxy_request_buffering off;
         }}
-    }}""")
+    }}""", WORKERS)
     p = spawn(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], PROXY_CPU)
     wait_port(port)
     wait_port(tls_port)
@@ -240,7 +242,7 @@ def start_haproxy(tmp: Path, up: int) -> tuple[dict, subprocess.Popen]:
     conf = tmp / f"haproxy-{port}.cfg"
     conf.write_text(f"""
 global
-    nbthread 1
+    nbthread {WORKERS}
     maxconn 4096
 defaults
     mode http
@@ -322,10 +324,17 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--proxies", default="edgeproxy,edgeproxy-pure,nginx,haproxy")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes per proxy (nginx worker_processes, HAProxy nbthread); with 2 or more "
+                         "the proxies get cores 0..N-1 and share them with wrk and the upstream")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     ap.add_argument("--plot", nargs="?", const=str(ROOT / "bench" / "results" / "latest.png"), default=None,
                     metavar="PNG", help="also draw a bar chart (needs matplotlib)")
     args = ap.parse_args()
+    global PROXY_CPU, WORKERS
+    WORKERS = args.workers
+    if WORKERS > 1:
+        PROXY_CPU = f"0-{min(WORKERS, NCPU) - 1}"
     if not shutil.which("wrk"):
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -383,6 +392,7 @@ def main() -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": {"cpus": NCPU, "python": sys.version.split()[0]},
                                            "duration": args.duration, "connections": args.connections,
+                                           "workers": args.workers,
                                            "results": results}, indent=2))
     print(f"\nresults written to {args.json}", file=sys.stderr)
     if args.plot:
