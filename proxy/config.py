@@ -875,8 +875,9 @@ class LimitsConfig:
     max_pending: int = _spec(0, _integer(0), "requests of the cluster waiting for a connection (0 = unlimited)")
     pending_timeout: float = _spec(5.0, _duration(), "max wait for a connection before the request overflows")
     max_requests: int = _spec(0, _integer(0), "requests in flight at once for the cluster (0 = unlimited)")
-    retry_budget: float = _spec(20.0, _number(0, 100), "retries in flight as a percentage of requests in flight")
-    retry_budget_min: int = _spec(3, _integer(0), "retries in flight always allowed, whatever the percentage")
+    retry_budget: float = _spec(20.0, _number(0, 100),
+                                "retries per second as a percentage of the attempts of the second before")
+    retry_budget_min: int = _spec(3, _integer(0), "retries per second always allowed, whatever the traffic")
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,8 +101,6 @@ class Exchange:
     queued = False  # waiting in the cluster's pending queue for a connection slot
     queued_until = 0.0
     inflight_cluster = None  # the cluster whose max_requests slot this request holds
-    retry_tokens = 0  # retry budget slots held
-    retry_cluster = None
     trial = False  # this attempt holds a half-open trial slot of its server's breaker
     judged = True  # this attempt's outcome went to the breaker (or there is none)
     attempt_at = 0.0
@@ -234,12 +232,10 @@ class Exchange:
             and _monotonic() < self.deadline
         ):
             # the retry budget keeps retries from multiplying an outage
-            if not cluster.retry_budget.try_acquire(cluster.inflight.count):
+            if not cluster.retry_budget.try_acquire():
                 cluster.metrics.retry(cluster.name, "budget_exhausted")
                 self._fail(err)
                 return
-            self.retry_tokens += 1
-            self.retry_cluster = cluster
             self.last_error = err
             cluster.metrics.retry(cluster.name, "retried")
             self._attempt()
@@ -765,9 +761,6 @@ class Exchange:
         if self.inflight_cluster is not None:
             self.inflight_cluster.inflight.release()
             self.inflight_cluster = None
-        while self.retry_tokens:
-            self.retry_tokens -= 1
-            self.retry_cluster.retry_budget.release()
         self._cancel_timer()
         self.outcome = outcome
         now = _monotonic()

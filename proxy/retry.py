@@ -1,82 +1,70 @@
-"""Retry budget of one cluster (sans-IO), Envoy style.
+"""Retry budget of one cluster (sans-IO): retries as a share of the traffic, per second.
 
 Theory of operation
 -------------------
 Retries help when one server has a hiccup and hurt when the whole cluster is
 struggling: every failed request then becomes two or three, and the load that
-caused the failures multiplies. A budget caps the retries in flight at a
-share of the requests in flight, so retries scale with traffic but can never
-dominate it.
+caused the failures multiplies. A budget caps the retries at a share of the
+traffic, so they scale with it but can never dominate it: in the worst case
+(every attempt fails) the cluster sees at most ``1 + percent / 100`` times
+its normal load.
 
-Before sending a retry the engine calls ``try_acquire(active_requests)``
-with the cluster's requests in flight (first attempts and retries, as Envoy
-counts them); when the retry ends, whatever its outcome, it calls
-``release()``. A retry is allowed while
+The share is taken over time, not over the requests in flight (Finagle's
+design rather than Envoy's): once a second the cluster reports how many
+attempts it started in the second before (``tick``), and during the next
+second at most
 
-    active_retries < max(min_concurrent, percent / 100 * active_requests)
+    max(min_per_second, ceil(percent / 100 * attempts_last_second))
 
-so ``min_concurrent`` retries are always allowed (a quiet cluster can still
-retry) and beyond that ``percent`` of the traffic. A refused retry is not
-queued: the request ends with the failure it had.
+retries may start (``try_acquire``). A budget over requests in flight
+refuses most retries exactly when they matter: when a hung server's
+requests all time out at once, the retries they need outnumber a fifth of
+the requests then in flight, though the cluster's traffic could absorb them
+many times over. ``min_per_second`` lets a quiet cluster retry at all. A
+refused retry is not queued: the request ends with the failure it had.
 
-The count is an ``accounting.InFlight`` whose limit is set from the current
-traffic on every acquisition; the limit is the smallest whole number of
-retries the inequality refuses (``ceil``), and a limit of 0 (no retry
-allowed) is refused here since ``InFlight`` reads 0 as unlimited. Nothing
-here reads a clock.
+Nothing here reads a clock; the cluster's once-a-second tick drives it.
 """
 
 from __future__ import annotations
 
 import math
 
-from .accounting import InFlight
-
 __all__ = ["RetryBudget"]
 
 
 class RetryBudget:
-    def __init__(self, percent: float, min_concurrent: int):
+    def __init__(self, percent: float, min_per_second: int):
         if not 0.0 <= percent <= 100.0:
             raise ValueError(f"percent must be within [0, 100], got {percent!r}")
-        if isinstance(min_concurrent, float) or int(min_concurrent) != min_concurrent or min_concurrent < 0:
-            raise ValueError(f"min_concurrent must be an integer >= 0, got {min_concurrent!r}")
+        if isinstance(min_per_second, float) or int(min_per_second) != min_per_second or min_per_second < 0:
+            raise ValueError(f"min_per_second must be an integer >= 0, got {min_per_second!r}")
         self.percent = float(percent)
-        self.min_concurrent = int(min_concurrent)
-        self._retries = InFlight(0)
-        self.refused = 0  # retries refused so far (for metrics)
+        self.min_per_second = int(min_per_second)
+        self.allowance = self.min_per_second  # retries allowed in the current second
+        self.used = 0  # retries started in the current second
+        self.refused = 0  # retries refused so far
 
     @classmethod
     def from_config(cls, cfg) -> "RetryBudget":
         """From a ``config.LimitsConfig`` (``retry_budget``, ``retry_budget_min``)."""
         return cls(cfg.retry_budget, cfg.retry_budget_min)
 
-    @property
-    def active(self) -> int:
-        """Retries in flight."""
-        return self._retries.count
-
-    def limit(self, active_requests: int) -> int:
-        """Retries allowed in flight with ``active_requests`` requests in flight."""
+    def limit(self, attempts_per_second: int) -> int:
+        """Retries allowed in a second after one with ``attempts_per_second`` attempts."""
         # percent * n / 100 (multiplying first) is exact for whole percents and sane n.
-        share = math.ceil(self.percent * max(active_requests, 0) / 100.0)
-        return max(self.min_concurrent, share)
+        share = math.ceil(self.percent * max(attempts_per_second, 0) / 100.0)
+        return max(self.min_per_second, share)
 
-    def try_acquire(self, active_requests: int) -> bool:
-        """Take a retry slot if the budget allows one now."""
-        limit = self.limit(active_requests)
-        if limit <= 0:
-            self.refused += 1
-            return False
-        self._retries.set_limit(limit)
-        if self._retries.try_acquire():
+    def tick(self, attempts_last_second: int) -> None:
+        """A second passed with ``attempts_last_second`` attempts started: a fresh allowance."""
+        self.allowance = self.limit(attempts_last_second)
+        self.used = 0
+
+    def try_acquire(self) -> bool:
+        """May a retry start now? Counts it when it may."""
+        if self.used < self.allowance:
+            self.used += 1
             return True
         self.refused += 1
         return False
-
-    def release(self) -> None:
-        """A retry ended (never goes below zero)."""
-        self._retries.release()
-
-    def __repr__(self) -> str:
-        return f"RetryBudget({self.percent:g}%, min {self.min_concurrent}, active {self.active})"

@@ -171,6 +171,7 @@ class Cluster:
         limits = cfg.limits
         self.inflight = InFlight(limits.max_requests)  # requests of the cluster in flight
         self.retry_budget = RetryBudget.from_config(limits)
+        self._served_before = 0  # attempts started, all servers, at the last tick
         self.max_connections = limits.max_connections
         self.max_pending = limits.max_pending
         self.pending_timeout = limits.pending_timeout
@@ -350,6 +351,9 @@ class Cluster:
         completed TCP connect before it joins the pool.
         """
         now = time.monotonic()
+        served = sum(s.served for s in self.servers)
+        self.retry_budget.tick(served - self._served_before)
+        self._served_before = served
         for s in self.servers:
             load = self.load[s]
             load.sample(now, s.served, s.peak_active)
