@@ -876,7 +876,7 @@ class LimitsConfig:
     pending_timeout: float = _spec(5.0, _duration(), "max wait for a connection before the request overflows")
     max_requests: int = _spec(0, _integer(0), "requests in flight at once for the cluster (0 = unlimited)")
     retry_budget: float = _spec(20.0, _number(0, 100),
-                                "retries per second as a percentage of the attempts of the second before")
+                                "retries as a percentage of the attempts over the last 10 seconds")
     retry_budget_min: int = _spec(3, _integer(0), "retries per second always allowed, whatever the traffic")
 
 
