@@ -26,10 +26,12 @@ are kept unless ``--force``.
 
 ``edgeproxy reload -c FILE [--pid PID]`` checks FILE as ``check`` does
 (certificates included; nothing is signalled when it finds an error), then
-sends SIGHUP to the PID in its ``server.pid_file`` (or to PID). The running
-proxy then re-reads the certificate files of its TLS listeners, at the paths
-it started with; established connections keep their certificates, and any
-other change to the config needs a restart. A relative ``pid_file`` is
+sends SIGHUP to the PID in its ``server.pid_file`` (or to PID). Under a
+supervisor (``workers`` above 1) the whole configuration is reloaded: new
+workers start with it and the old ones drain. A single process re-reads the
+certificate files of its TLS listeners, at the paths it started with;
+established connections keep their certificates, and any other change needs
+a restart. A relative ``pid_file`` is
 relative to the working directory, as for ``run``. ``--pid PID`` alone
 signals without checking a config.
 
@@ -413,11 +415,8 @@ def cmd_reload(args) -> int:
         return _fail(f"no process {pid} (from {origin}): edgeproxy is not running, or the pid file is stale")
     except PermissionError:
         return _fail(f"not permitted to signal process {pid} (from {origin}); run as the proxy's user")
-    names = [lc.name for lc in cfg.listeners if lc.tls] if cfg is not None else None
-    what = ("the certificate files of its TLS listeners" if names is None
-            else f"the certificate files of its TLS listeners ({', '.join(names)})" if names
-            else "nothing: the config has no TLS listener")
-    print(f"edgeproxy: sent SIGHUP to process {pid}: it re-reads {what}")
+    print(f"edgeproxy: sent SIGHUP to process {pid}: with workers it reloads the whole configuration "
+          "(new workers, old ones drained); a single process re-reads its TLS certificates")
     return 0
 
 

@@ -300,7 +300,7 @@ def test_reload_sends_sighup_to_the_pid(tmp_path, ca, capsys, cfg_file, kills, m
     pid_file.write_text("4242\n")
     code, out, _ = run_cli(capsys, "reload", "-c", cfg_file(tls_config([pair], pid_file=pid_file)))
     assert code == 0 and kills == [(4242, signal.SIGHUP)]
-    assert "sent SIGHUP to process 4242: it re-reads the certificate files of its TLS listeners (secure)" in out
+    assert "sent SIGHUP to process 4242: with workers it reloads the whole configuration" in out
     code, _, _ = run_cli(capsys, "reload", "--pid", "777")
     assert code == 0 and kills[-1] == (777, signal.SIGHUP)
 
