@@ -710,6 +710,8 @@ class ListenerConfig:
     ciphers: str = _spec(DEFAULT_CIPHERS, _string("an OpenSSL cipher list", _file_path),
                          "TLS 1.2 cipher suites, OpenSSL syntax (TLS 1.3 suites are OpenSSL's defaults)")
     session_tickets: bool = _spec(True, _boolean(), "resume TLS sessions with tickets (saves a full handshake)")
+    groups: str = _spec("X25519:P-256:P-384", _string("an OpenSSL group list like \"X25519:P-256\"", _file_path),
+                        "key exchange groups accepted (the big finite-field ones cost a handshake up to 100 ms)")
     client_auth: str = _spec("none", _choice("none", "optional", "required"),
                              'client certificates: "none", "optional" (verified when sent) or "required"')
     client_ca: str = _spec("", _string('"" or a PEM file path', _optional_path),

@@ -48,6 +48,8 @@ unlike an alert.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import datetime
 import ssl
 import time
@@ -99,6 +101,39 @@ def failure_reason(exc: BaseException) -> str:
     if reason.startswith(("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")):
         return "peer_alert"  # the client refused us (e.g. our certificate is not trusted there)
     return "error"
+
+
+def _set_groups(ctx: ssl.SSLContext, groups: str) -> bool:
+    """Limit the key exchange groups of ``ctx`` (Python's ssl has no API for it).
+
+    ``SSL_CTX_set1_groups_list`` is called through ctypes on the context's
+    ``SSL_CTX`` pointer, which CPython keeps right after the object header;
+    the pointer is checked first (OpenSSL must report the options Python
+    reports for the same context), and when the check fails (another Python,
+    another libssl) the groups are left at OpenSSL's defaults and a warning
+    is logged: never a wild pointer. Returns False only when OpenSSL refuses
+    the list.
+    """
+    global _LIBSSL
+    try:
+        if _LIBSSL is None:
+            lib = ctypes.CDLL(ctypes.util.find_library("ssl") or "libssl.so.3")
+            lib.SSL_CTX_get_options.restype = ctypes.c_uint64
+            lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+            lib.SSL_CTX_ctrl.restype = ctypes.c_long
+            lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+            _LIBSSL = lib
+        ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+        if not ptr or _LIBSSL.SSL_CTX_get_options(ptr) != int(ctx.options):
+            raise OSError("SSL_CTX pointer check failed")
+    except (OSError, AttributeError, ValueError) as exc:
+        log.warn("tls_groups_unchanged", reason=str(exc))
+        return True
+    return _LIBSSL.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, ctypes.c_char_p(groups.encode())) == 1
+
+
+_LIBSSL = None
+_SSL_CTRL_SET_GROUPS_LIST = 92
 
 
 class TLSSetupError(Exception):
@@ -173,6 +208,8 @@ class TLSContexts:
             ctx.options |= ssl.OP_NO_TICKET
             ctx.num_tickets = 0
         ctx.set_alpn_protocols(["http/1.1"])
+        if not _set_groups(ctx, cfg.groups):
+            raise TLSSetupError("groups", cfg.groups, "OpenSSL accepts none of these groups")
         try:
             ctx.load_cert_chain(cert.cert_file, cert.key_file)
         except (ssl.SSLError, OSError) as exc:

@@ -313,3 +313,24 @@ def test_bad_certificate_at_start_is_a_config_error(tmp_path, kit):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr
     assert str(path) in lines[0] and "listeners[0].certificates[0]" in lines[0] and "match" in lines[0].lower()
+
+
+def test_finite_field_groups_refused_by_default(proxy_factory, upstream_factory, tmp_path, kit):
+    """A client may not make the proxy compute an 8192-bit DH (about 100 ms of its loop per handshake)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command line tool to offer only ffdhe groups")
+    up = upstream_factory()
+    px = start(proxy_factory, up, tmp_path, [kit.server("a", ["a.test"])])
+    host, port = px.addr
+
+    def offer(group: str) -> str:
+        out = subprocess.run(["openssl", "s_client", "-connect", f"{host}:{port}", "-tls1_3", "-groups", group,
+                              "-servername", "a.test"], input=b"", capture_output=True, timeout=20)
+        return out.stdout.decode("latin-1") + out.stderr.decode("latin-1")
+
+    assert "Server Temp Key: X25519" in offer("X25519")
+    refused = offer("ffdhe8192")
+    assert "Server Temp Key" not in refused and "handshake failure" in refused.lower()

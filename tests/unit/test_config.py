@@ -86,7 +86,7 @@ ERRORS = [
         None,
         "unknown key; expected one of: accept_burst, accept_rate, address, backlog, certificates, ciphers, "
         "client_allowed_sans, client_allowed_subjects, client_auth, client_ca, client_eku, client_fingerprint_header, "
-        "client_san_header, client_subject_header, handshake_timeout, max_connections, max_connections_per_ip, "
+        "client_san_header, client_subject_header, groups, handshake_timeout, max_connections, max_connections_per_ip, "
         "min_tls_version, name, no_sni_policy, on_limit, proxy_protocol, session_tickets, sni_policy, strict_host, tls",
     ),
     (
