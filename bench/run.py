@@ -22,14 +22,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.procs import _procs, free_port, spawn, stop, wait_port  # noqa: E402
+
 LUA = ROOT / "bench" / "lua"
 TICKS = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
@@ -51,52 +53,6 @@ SCENARIOS = {
 }
 TLS_SCENARIOS = {"tls", "tls_close"}
 TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-
-_procs: list[subprocess.Popen] = []
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-def spawn(cmd, cpu: str, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw) -> subprocess.Popen:
-    """Start ``cmd`` pinned to ``cpu`` in its own process group; ``stop`` (or the
-    cleanup at exit) ends the whole group."""
-    full = (["taskset", "-c", cpu] if shutil.which("taskset") else []) + cmd
-    p = subprocess.Popen(full, stdout=stdout, stderr=stderr, start_new_session=True, **kw)
-    _procs.append(p)
-    return p
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
-    if p in _procs:
-        _procs.remove(p)
-
 
 def cpu_seconds(pgid: int) -> float:
     """user+sys seconds of every process in the process group."""

@@ -104,6 +104,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.procs import free_port, spawn, stop, stop_all, wait_port  # noqa: E402
 
 # ----------------------------------------------------------------------
 # limits of the verdict
@@ -137,62 +140,6 @@ def log(msg: str) -> None:
 
 # ----------------------------------------------------------------------
 # processes
-_procs: list[subprocess.Popen] = []
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
-
-
-def spawn(cmd: list[str], **kw) -> subprocess.Popen:
-    """Start ``cmd`` in its own process group (so stopping it stops its children too)."""
-    kw.setdefault("stdout", subprocess.DEVNULL)
-    kw.setdefault("stderr", subprocess.DEVNULL)
-    p = subprocess.Popen(cmd, start_new_session=True, **kw)
-    _procs.append(p)
-    return p
-
-
-def stop(p: subprocess.Popen, timeout: float = 5.0) -> None:
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(5)
-    if p in _procs:
-        _procs.remove(p)
-
-
-def stop_all() -> None:
-    for p in reversed(list(_procs)):
-        stop(p)
-
-
 class Proxy:
     """edgeproxy as a subprocess; its JSON events on stderr give the bound addresses."""
 
