@@ -192,11 +192,13 @@ class Listener:
 
 class ProxyServer:
     def __init__(self, config, loop: asyncio.AbstractEventLoop, *, sockets: dict | None = None,
-                 probe_health: bool = True, worker: int | None = None):
+                 probe_health: bool = True, worker: int | None = None, ticket_keys: bytes | None = None):
         """``sockets``: {listener name: listening socket} made by the supervisor
         (worker mode). ``probe_health``: run the active health checks here;
         a worker leaves them to its supervisor, which sends the results
-        (``apply_health``)."""
+        (``apply_health``). ``ticket_keys``: the TLS session-ticket key block
+        its supervisor shares among the workers of a generation; None keeps
+        OpenSSL's per-process keys."""
         self.config = config
         self.loop = loop
         self.sockets = sockets or {}
@@ -205,7 +207,8 @@ class ProxyServer:
         self.gate = Gate(config.server.max_connections)  # global connection cap
         self.requests_gate = InFlight(config.server.max_requests)  # global in-flight request cap
         self.headers = HeaderPolicy(config.headers)
-        self.tls = load_listener_tls(config)  # ConfigError when a certificate cannot be used
+        self.ticket_keys = ticket_keys
+        self.tls = load_listener_tls(config, ticket_keys)  # ConfigError when a certificate cannot be used
         self.handshaking: set = set()  # TLSConnections still in their handshake
         self.router = Router.from_config(config.routes)
         self.clusters = {name: Cluster(cfg, loop, self.metrics) for name, cfg in config.upstreams.items()}
@@ -377,7 +380,7 @@ class ProxyServer:
             if lst.tls is None:
                 continue
             try:
-                lst.tls = TLSContexts(lst.cfg)
+                lst.tls = TLSContexts(lst.cfg, self.ticket_keys)
             except TLSSetupError as exc:
                 ok = False
                 log.event("tls_reload_failed", level="error", listener=lst.name, key=exc.key, value=exc.value,

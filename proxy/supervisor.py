@@ -32,6 +32,14 @@ gets SIGTERM: it stops accepting and finishes its in-flight requests within
 ``drain_timeout``. The admin address, ``pid_file`` and the event loop kind
 are fixed at start.
 
+TLS session tickets: each generation gets one random ticket key block
+(``tls.new_ticket_keys``), sent to its workers in their bootstrap (and to a
+restarted worker of that generation), so a ticket any worker issued
+resumes on every other. A reload makes a new block, as nginx does: tickets
+of the previous generation then get a full handshake once, and no key
+protects sessions for longer than a generation lives. The block is never
+written to disk or logged.
+
 SIGTERM or SIGINT drains every worker and exits when they have; SIGQUIT or
 a second SIGTERM stops them at once.
 """
@@ -54,7 +62,7 @@ from .config import ConfigError, load_config
 from .metrics import Metrics
 from .metrics_merge import merge
 from .server import _bind, format_addr
-from .tls import load_listener_tls
+from .tls import load_listener_tls, new_ticket_keys
 from .worker import Bootstrap
 
 __all__ = ["RestartBackoff", "Supervisor", "run_supervisor"]
@@ -134,6 +142,7 @@ class Supervisor:
         self.metrics = Metrics(codec=codec.NAME, version=__version__)
         self.sockets: dict[tuple, list[socket.socket]] = {}  # (name, address, backlog) -> per-slot sockets
         self.generation = 0
+        self.ticket_keys: bytes | None = None  # the current generation's TLS session-ticket keys
         self.workers: list[_Worker] = []  # the current generation, by slot
         self.retired: set[_Worker] = set()  # older generations still draining
         self.backoff = [RestartBackoff() for _ in range(workers)]
@@ -173,11 +182,12 @@ class Supervisor:
                     s.close()
 
     # -- workers -------------------------------------------------------------
-    async def _spawn(self, slot: int, generation: int, config, sockets: dict) -> _Worker:
+    async def _spawn(self, slot: int, generation: int, config, sockets: dict, ticket_keys: bytes) -> _Worker:
         w = _Worker(slot, generation)
         parent, child = socket.socketpair()
         fds = {lc.name: sockets[(lc.name, lc.address, lc.backlog)][slot].fileno() for lc in config.listeners}
-        boot = Bootstrap(config=config, worker=slot, generation=generation, fds=fds, control_fd=child.fileno())
+        boot = Bootstrap(config=config, worker=slot, generation=generation, fds=fds, control_fd=child.fileno(),
+                         ticket_keys=ticket_keys)
         w.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "proxy.worker", stdin=asyncio.subprocess.PIPE,
             pass_fds=[*fds.values(), child.fileno()])
@@ -226,7 +236,7 @@ class Supervisor:
         if self.stopping or old.generation != self.generation or self.workers[old.slot] is not old:
             return
         sockets = {k: v for k, v in self.sockets.items()}
-        w = await self._spawn(old.slot, old.generation, self.config, sockets)
+        w = await self._spawn(old.slot, old.generation, self.config, sockets, self.ticket_keys)
         self.workers[old.slot] = w
         try:
             await asyncio.wait_for(w.ready.wait(), READY_TIMEOUT)
@@ -239,7 +249,10 @@ class Supervisor:
 
     async def _start_generation(self, config, sockets: dict) -> list[_Worker] | None:
         gen = self.generation + 1
-        new = [await self._spawn(i, gen, config, sockets) for i in range(self.count)]
+        # one ticket key block per generation, fresh at each reload (as nginx does): sessions of the
+        # previous generation get one full handshake, and a key never outlives its generation
+        keys = new_ticket_keys()
+        new = [await self._spawn(i, gen, config, sockets, keys) for i in range(self.count)]
         try:
             await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in new)), READY_TIMEOUT)
         except asyncio.TimeoutError:
@@ -248,6 +261,7 @@ class Supervisor:
                 w.signal(signal.SIGQUIT)
             return None
         self.generation = gen
+        self.ticket_keys = keys
         return new
 
     # -- health ----------------------------------------------------------------

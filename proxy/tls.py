@@ -13,6 +13,11 @@ keep the contexts they were made with and new ones get the new certificates.
 Any problem (unreadable file, key not matching, bad cipher list) raises
 ``TLSSetupError`` naming the config key, and the old contexts keep serving.
 
+Session tickets: a single process keeps OpenSSL's own random ticket keys.
+Under a supervisor, every worker of a generation gets the same key block
+from it (``ticket_keys``), set on every context through ctypes
+(``set_ticket_keys``), so a ticket one worker issued resumes on any other.
+
 ``TLSConnection`` is the asyncio protocol on the TCP transport of a TLS
 listener. Neither uvloop nor asyncio tells a protocol anything about a
 handshake but its end, so the handshake runs here on an ``ssl.SSLObject``
@@ -51,6 +56,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import datetime
+import os
 import ssl
 import time
 
@@ -58,8 +64,8 @@ from . import log
 from .certs import CertError, CertificateSelector, load_certificate
 from .clientcert import ClientCertPolicy
 
-__all__ = ["FAILURE_REASONS", "TLSConnection", "TLSContexts", "TLSInfo", "TLSSetupError", "failure_reason",
-           "load_listener_tls"]
+__all__ = ["FAILURE_REASONS", "TICKET_KEYS_SIZE", "TLSConnection", "TLSContexts", "TLSInfo", "TLSSetupError",
+           "failure_reason", "load_listener_tls", "new_ticket_keys", "set_ticket_keys"]
 
 _monotonic = time.monotonic
 _READ_SIZE = 16 * 1024  # one TLS record at most; a bigger buffer costs an mmap per read
@@ -103,16 +109,14 @@ def failure_reason(exc: BaseException) -> str:
     return "error"
 
 
-def _set_groups(ctx: ssl.SSLContext, groups: str) -> bool:
-    """Limit the key exchange groups of ``ctx`` (Python's ssl has no API for it).
+def _ssl_ctx_pointer(ctx: ssl.SSLContext, unchanged: str) -> int | None:
+    """The ``SSL_CTX`` pointer of ``ctx``, checked, for what Python's ssl has no API for; else None.
 
-    ``SSL_CTX_set1_groups_list`` is called through ctypes on the context's
-    ``SSL_CTX`` pointer, which CPython keeps right after the object header;
-    the pointer is checked first (OpenSSL must report the options Python
-    reports for the same context), and when the check fails (another Python,
-    another libssl) the groups are left at OpenSSL's defaults and a warning
-    is logged: never a wild pointer. Returns False only when OpenSSL refuses
-    the list.
+    CPython keeps the pointer right after the object header; it is checked
+    before any use (OpenSSL must report the options Python reports for the
+    same context). When the check fails (another Python, another libssl),
+    the caller leaves OpenSSL's defaults and one warning named ``unchanged``
+    is logged per process: never a wild pointer.
     """
     global _LIBSSL
     try:
@@ -127,13 +131,63 @@ def _set_groups(ctx: ssl.SSLContext, groups: str) -> bool:
         if not ptr or _LIBSSL.SSL_CTX_get_options(ptr) != int(ctx.options):
             raise OSError("SSL_CTX pointer check failed")
     except (OSError, AttributeError, ValueError) as exc:
-        log.warn("tls_groups_unchanged", reason=str(exc))
+        _warn_once(unchanged, str(exc))
+        return None
+    return ptr
+
+
+def _warn_once(name: str, reason: str) -> None:
+    if name not in _WARNED:
+        _WARNED.add(name)
+        log.warn(name, reason=reason)
+
+
+def _set_groups(ctx: ssl.SSLContext, groups: str) -> bool:
+    """Limit the key exchange groups of ``ctx`` (``SSL_CTX_set1_groups_list``).
+
+    When the context's pointer cannot be used, the groups stay OpenSSL's
+    defaults (a warning says so). Returns False only when OpenSSL refuses
+    the list.
+    """
+    ptr = _ssl_ctx_pointer(ctx, "tls_groups_unchanged")
+    if ptr is None:
         return True
     return _LIBSSL.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, ctypes.c_char_p(groups.encode())) == 1
 
 
+def new_ticket_keys() -> bytes:
+    """A random session-ticket key block: 16-byte key name, 32-byte HMAC key, 32-byte AES key."""
+    return os.urandom(TICKET_KEYS_SIZE)
+
+
+def set_ticket_keys(ctx: ssl.SSLContext, keys: bytes) -> bool:
+    """Make ``ctx`` seal and open session tickets with ``keys`` instead of its own random ones.
+
+    Contexts given the same block (the workers of one generation) resume
+    each other's sessions. ``SSL_CTX_set_tlsext_ticket_keys`` is a macro
+    over ``SSL_CTX_ctrl``, called through ctypes on the checked pointer.
+    A block of the wrong size raises ``ValueError``. Returns False, the
+    context keeping OpenSSL's per-process keys (resumption then works only
+    against this process), when the pointer cannot be used or OpenSSL
+    refuses the keys; a warning says so.
+    """
+    if len(keys) != TICKET_KEYS_SIZE:
+        raise ValueError(f"a session ticket key block is {TICKET_KEYS_SIZE} bytes (16-byte name, 32-byte HMAC "
+                         f"key, 32-byte AES key), not {len(keys)}")
+    ptr = _ssl_ctx_pointer(ctx, "tls_ticket_keys_per_process")
+    if ptr is None:
+        return False
+    if _LIBSSL.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, len(keys), ctypes.c_char_p(keys)) != 1:
+        _warn_once("tls_ticket_keys_per_process", "OpenSSL refused the ticket keys")
+        return False
+    return True
+
+
 _LIBSSL = None
+_WARNED: set = set()  # the warnings already logged by this process
 _SSL_CTRL_SET_GROUPS_LIST = 92
+_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
+TICKET_KEYS_SIZE = 80  # OpenSSL 1.1+ and 3: key name 16, HMAC key 32, AES key 32
 
 
 class TLSSetupError(Exception):
@@ -146,7 +200,7 @@ class TLSSetupError(Exception):
         self.reason = reason
 
 
-def load_listener_tls(config) -> dict:
+def load_listener_tls(config, ticket_keys: bytes | None = None) -> dict:
     """``{listener name: TLSContexts}`` for the TLS listeners of ``config``.
 
     Reads every certificate and key; a problem raises ``ConfigError`` naming
@@ -160,7 +214,7 @@ def load_listener_tls(config) -> dict:
         if not lc.tls:
             continue
         try:
-            out[lc.name] = TLSContexts(lc)
+            out[lc.name] = TLSContexts(lc, ticket_keys)
         except TLSSetupError as exc:
             raise ConfigError(config.source, f"listeners[{i}].{exc.key}", exc.value,
                               "a usable certificate, key and client CA", reason=exc.reason) from None
@@ -171,10 +225,17 @@ _MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 class TLSContexts:
-    """The SSL contexts, certificate selector and client policy of one TLS listener."""
+    """The SSL contexts, certificate selector and client policy of one TLS listener.
 
-    def __init__(self, cfg):
+    ``ticket_keys``: the session-ticket key block shared by the workers of
+    one generation (``set_ticket_keys``), set on every certificate's context
+    (the SNI callback switches contexts) unless ``session_tickets`` is off;
+    None (a single process) leaves OpenSSL's own random keys.
+    """
+
+    def __init__(self, cfg, ticket_keys: bytes | None = None):
         self.cfg = cfg
+        self.ticket_keys = ticket_keys
         self.certificates = []
         for i, c in enumerate(cfg.certificates):
             try:
@@ -189,9 +250,9 @@ class TLSContexts:
                     allowed_subjects=cfg.client_allowed_subjects or None)
             except (CertError, ValueError) as exc:
                 raise TLSSetupError("client_ca", cfg.client_ca, str(exc)) from None
-        contexts = [self._context(i, c) for i, c in enumerate(self.certificates)]
-        self.selector = CertificateSelector.from_certificates(self.certificates, contexts, 0)
-        self.default = contexts[0]
+        self.contexts = [self._context(i, c) for i, c in enumerate(self.certificates)]  # one per certificate
+        self.selector = CertificateSelector.from_certificates(self.certificates, self.contexts, 0)
+        self.default = self.contexts[0]
         self.default.sni_callback = self._on_sni
         self.required = cfg.client_auth == "required"
 
@@ -207,6 +268,8 @@ class TLSContexts:
         if not cfg.session_tickets:
             ctx.options |= ssl.OP_NO_TICKET
             ctx.num_tickets = 0
+        elif self.ticket_keys is not None:
+            set_ticket_keys(ctx, self.ticket_keys)
         ctx.set_alpn_protocols(["http/1.1"])
         if not _set_groups(ctx, cfg.groups):
             raise TLSSetupError("groups", cfg.groups, "OpenSSL accepts none of these groups")

@@ -5,11 +5,14 @@ Theory of operation
 The supervisor starts ``python -m proxy.worker`` with the listening sockets
 and one end of a control socketpair inherited (``pass_fds``), and writes a
 bootstrap to its stdin: the ``Config`` (pickled: the supervisor validated it,
-the worker never re-reads a file), its worker number and generation, and
-``{listener name: fd}``. The worker builds a ``ProxyServer`` on those sockets
-(it binds none itself), with its admin endpoint on a private loopback port
-and without active health checks: the supervisor probes once for all
-workers and sends every result over the control channel.
+the worker never re-reads a file), its worker number and generation,
+``{listener name: fd}``, and the generation's TLS session-ticket key block
+(every worker of a generation seals tickets with it, so any of them resumes
+a session another issued; it exists only in memory and this pipe). The
+worker builds a ``ProxyServer`` on those sockets (it binds none itself),
+with its admin endpoint on a private loopback port and without active
+health checks: the supervisor probes once for all workers and sends every
+result over the control channel.
 
 Control channel, JSON lines both ways:
 
@@ -47,6 +50,8 @@ class Bootstrap:
     generation: int
     fds: dict  # listener name -> inherited listening socket fd
     control_fd: int
+    # the generation's TLS session-ticket key block (tls.set_ticket_keys): in memory only, never shown
+    ticket_keys: bytes | None = dataclasses.field(default=None, repr=False)
 
 
 async def _serve(boot: Bootstrap) -> int:
@@ -58,7 +63,8 @@ async def _serve(boot: Bootstrap) -> int:
     admin = dataclasses.replace(cfg.admin, enabled=True, address=cfg.admin.address._replace(host="127.0.0.1", port=0))
     cfg = dataclasses.replace(cfg, admin=admin)
     sockets = {name: socket.socket(fileno=fd) for name, fd in boot.fds.items()}
-    server = ProxyServer(cfg, loop, sockets=sockets, probe_health=False, worker=boot.worker)
+    server = ProxyServer(cfg, loop, sockets=sockets, probe_health=False, worker=boot.worker,
+                         ticket_keys=boot.ticket_keys)
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=boot.control_fd))
     await server.start()
     stop = asyncio.Event()

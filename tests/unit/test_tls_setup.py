@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ssl
+import types
 
 import pytest
 
 from proxy.config import ConfigError, parse_config
 from proxy.gencert import CLIENT_AUTH, generate_dev_set, issue, make_ca
-from proxy.tls import FAILURE_REASONS, TLSContexts, failure_reason, load_listener_tls
+from proxy.tls import (FAILURE_REASONS, TICKET_KEYS_SIZE, TLSContexts, failure_reason, load_listener_tls,
+                       new_ticket_keys, set_ticket_keys)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +100,111 @@ class FakeError(ssl.SSLError):
 def test_failure_reasons(exc, reason):
     assert failure_reason(exc) == reason
     assert reason in FAILURE_REASONS
+
+
+# ----------------------------------------------------------------------
+# session-ticket keys shared by the workers of a generation
+def _ticket_keys_of(ctx: ssl.SSLContext) -> bytes:
+    """The ticket key block OpenSSL holds for ``ctx`` (SSL_CTX_get_tlsext_ticket_keys)."""
+    import ctypes
+
+    from proxy import tls
+
+    ptr = tls._ssl_ctx_pointer(ctx, "test")
+    assert ptr is not None
+    buf = ctypes.create_string_buffer(TICKET_KEYS_SIZE)
+    assert tls._LIBSSL.SSL_CTX_ctrl(ptr, 58, TICKET_KEYS_SIZE, buf) == 1  # SSL_CTRL_GET_TLSEXT_TICKET_KEYS
+    return buf.raw
+
+
+def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, session=None) -> ssl.SSLObject:
+    """A handshake over memory BIOs, then one record from the server (which carries TLS 1.3 tickets)."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="a.test", session=session)
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    server._edge_conn = types.SimpleNamespace(sni="", sni_time=0.0, fail_reason="")  # for TLSContexts' SNI callback
+    done = set()
+    for _ in range(8):
+        for name, obj, out, peer_in in (("c", client, c_out, s_in), ("s", server, s_out, c_in)):
+            if name not in done:
+                try:
+                    obj.do_handshake()
+                    done.add(name)
+                except ssl.SSLWantReadError:
+                    pass
+            peer_in.write(out.read())
+        if len(done) == 2:
+            break
+    assert done == {"c", "s"}
+    server.write(b"ok")
+    c_in.write(s_out.read())
+    assert client.read(2) == b"ok"
+    return client
+
+
+def _client(dev, version: ssl.TLSVersion) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=dev["ca.pem"])
+    ctx.minimum_version = ctx.maximum_version = version
+    return ctx
+
+
+def _server(dev) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(dev["server.pem"], dev["server.key"])
+    return ctx
+
+
+VERSIONS = pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                                   ids=["tls1.2", "tls1.3"])
+
+
+@VERSIONS
+def test_contexts_given_the_same_ticket_keys_resume_each_others_sessions(dev, version):
+    client = _client(dev, version)
+    keys = new_ticket_keys()
+    first, second, other = _server(dev), _server(dev), _server(dev)
+    assert set_ticket_keys(first, keys) and set_ticket_keys(second, keys)
+    assert _ticket_keys_of(first) == _ticket_keys_of(second) == keys
+    session = _handshake(first, client).session
+    assert session is not None
+    assert _handshake(second, client, session).session_reused  # another process with the same block
+    assert not _handshake(other, client, session).session_reused  # its own random keys: a full handshake
+    assert set_ticket_keys(other, new_ticket_keys())
+    assert not _handshake(other, client, session).session_reused  # another generation's keys
+
+
+def test_ticket_keys_of_the_wrong_size_are_refused(dev):
+    ctx = _server(dev)
+    before = _ticket_keys_of(ctx)
+    for size in (0, 48, 79, 81):
+        with pytest.raises(ValueError, match=f"80 bytes .*not {size}"):
+            set_ticket_keys(ctx, bytes(size))
+    assert _ticket_keys_of(ctx) == before
+    cfg = config({"tls": True, "certificates": [{"cert": dev["server.pem"], "key": dev["server.key"]}]})
+    with pytest.raises(ValueError, match="80 bytes"):
+        load_listener_tls(cfg, b"short")
+
+
+@VERSIONS
+def test_listener_contexts_share_the_keys_on_every_certificate(dev, tmp_path, version):
+    ca = make_ca("other")
+    other = issue(common_name="c.test", dns_names=["c.test"], issuer=ca)
+    (tmp_path / "c.pem").write_bytes(other.chain_pem())
+    (tmp_path / "c.key").write_bytes(other.key_pem())
+    certs = [{"cert": dev["server.pem"], "key": dev["server.key"]},
+             {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "c.key")}]
+    cfg = config({"tls": True, "certificates": certs})
+    keys = new_ticket_keys()
+    worker0, worker1 = load_listener_tls(cfg, keys)["main"], TLSContexts(cfg.listeners[0], keys)
+    contexts = [ctx for tls in (worker0, worker1) for ctx in tls.contexts]
+    assert len(contexts) == 4 and {_ticket_keys_of(ctx) for ctx in contexts} == {keys}
+    client = _client(dev, version)
+    session = _handshake(worker0.default, client).session
+    assert _handshake(worker1.default, client, session).session_reused
+    # a single process (no key block) keeps OpenSSL's own random keys: no change there
+    alone = load_listener_tls(cfg)["main"]
+    assert keys not in {_ticket_keys_of(ctx) for ctx in alone.contexts}
+    assert not _handshake(alone.default, client, session).session_reused
+    # session tickets off: no keys set
+    off = load_listener_tls(config({"tls": True, "certificates": certs, "session_tickets": False}), keys)["main"]
+    assert keys not in {_ticket_keys_of(ctx) for ctx in off.contexts}
