@@ -115,6 +115,10 @@ REASON_OPEN_ELAPSED = "open_elapsed"
 REASON_TRIALS_PASSED = "trials_passed"
 REASON_TRIAL_FAILED = "trial_failed"
 
+# Enum member access is a descriptor call (~80 ns); the hot path compares module constants.
+_CLOSED, _HALF_OPEN, _OPEN = State.CLOSED, State.HALF_OPEN, State.OPEN
+_SUCCESS, _HTTP_FAILURE = Outcome.SUCCESS, Outcome.HTTP_FAILURE
+
 # (from, to) -> what the transition is; anything absent is refused.
 _TRANSITIONS: dict[tuple[State, State], str] = {
     (State.CLOSED, State.OPEN): "trip",
@@ -193,7 +197,7 @@ class BreakerPolicy:
         )
 
     def outcome_for_status(self, status: int) -> Outcome:
-        return Outcome.HTTP_FAILURE if status in self.failure_statuses else Outcome.SUCCESS
+        return _HTTP_FAILURE if status in self.failure_statuses else _SUCCESS
 
     def base_wait(self, step: int) -> float:
         """Un-jittered open duration of backoff ``step``."""
@@ -223,7 +227,7 @@ class Breaker:
         self._rng = rng
         self._on_transition = on_transition
         self._window = SlidingWindow(policy.window, policy.window_buckets)
-        self._state = State.CLOSED
+        self._state = _CLOSED
         self._since = now
         self._consecutive = 0  # failures in a row while CLOSED
         self._trials = 0  # trial requests in flight while HALF_OPEN
@@ -267,18 +271,18 @@ class Breaker:
 
     def retry_after(self, now: float) -> float:
         """Seconds until the next half-open probe; 0.0 unless OPEN."""
-        if self._state is State.OPEN:
+        if self._state is _OPEN:
             return max(0.0, self._open_until - now)
         return 0.0
 
     def peek(self, now: float) -> bool:
         """What ``allow(now)`` would answer, with no side effect."""
         state = self._state
-        if state is State.CLOSED:
+        if state is _CLOSED:
             return True
-        if state is State.OPEN and now < self._open_until:
+        if state is _OPEN and now < self._open_until:
             return False
-        trials = self._trials if state is State.HALF_OPEN else 0
+        trials = self._trials if state is _HALF_OPEN else 0
         return trials < self.policy.half_open_requests
 
     # ----------------------------------------------------------------- events
@@ -286,12 +290,12 @@ class Breaker:
     def allow(self, now: float) -> bool:
         """May a request go to this server now? True in HALF_OPEN takes a trial slot."""
         state = self._state
-        if state is State.CLOSED:
+        if state is _CLOSED:
             return True
-        if state is State.OPEN:
+        if state is _OPEN:
             if now < self._open_until:
                 return False
-            self._transition(State.HALF_OPEN, now, REASON_OPEN_ELAPSED)
+            self._transition(_HALF_OPEN, now, REASON_OPEN_ELAPSED)
         if self._trials < self.policy.half_open_requests:
             self._trials += 1
             return True
@@ -300,32 +304,32 @@ class Breaker:
     def record(self, now: float, outcome: Outcome, latency: float, trial_slot_released: bool = True) -> None:
         """Judge the outcome of one attempt that reached (or tried to reach) the server."""
         state = self._state
-        if state is State.CLOSED:
+        if state is _CLOSED:
             self._record_closed(now, outcome, latency)
-        elif state is State.HALF_OPEN:
+        elif state is _HALF_OPEN:
             if not trial_slot_released:
                 return  # admitted before the trip: no slot held, not evidence about now
             if self._trials == 0:
                 return  # no trial in flight: a stale trial of an earlier half-open period
             self._trials -= 1
-            if outcome.failed:
-                self._transition(State.OPEN, now, REASON_TRIAL_FAILED)
+            if outcome is not _SUCCESS:
+                self._transition(_OPEN, now, REASON_TRIAL_FAILED)
                 return
             self._trial_successes += 1
             if self._trial_successes >= self.policy.half_open_successes:
-                self._transition(State.CLOSED, now, REASON_TRIALS_PASSED)
+                self._transition(_CLOSED, now, REASON_TRIALS_PASSED)
         # OPEN: a late result of a request admitted before the trip; ignored
 
     def cancel(self, now: float, trial_slot_released: bool = True) -> None:
         """An admitted request never reached the server: free its trial slot, judge nothing."""
-        if self._state is State.HALF_OPEN and trial_slot_released and self._trials > 0:
+        if self._state is _HALF_OPEN and trial_slot_released and self._trials > 0:
             self._trials -= 1
 
     # ----------------------------------------------------------------- internals
 
     def _record_closed(self, now: float, outcome: Outcome, latency: float) -> None:
         p = self.policy
-        failed = outcome.failed
+        failed = outcome is not _SUCCESS
         threshold = p.slow_call_threshold
         slow = threshold > 0.0 and latency > threshold
         window = self._window
@@ -333,7 +337,7 @@ class Breaker:
         if failed:
             self._consecutive += 1
             if p.consecutive_failures and self._consecutive >= p.consecutive_failures:
-                self._transition(State.OPEN, now, REASON_CONSECUTIVE)
+                self._transition(_OPEN, now, REASON_CONSECUTIVE)
                 return
         else:
             self._consecutive = 0
@@ -342,10 +346,10 @@ class Breaker:
             return
         # Rates by division: n / m is correctly rounded, so 3 of 10 meets a failure_rate of 0.3 exactly.
         if failures / requests >= p.failure_rate:
-            self._transition(State.OPEN, now, REASON_FAILURE_RATE)
+            self._transition(_OPEN, now, REASON_FAILURE_RATE)
         elif (threshold > 0.0 and slows / requests >= p.slow_call_rate
               and window.quantile(now, _SLOW_QUANTILE) > threshold):
-            self._transition(State.OPEN, now, REASON_SLOW_CALLS)
+            self._transition(_OPEN, now, REASON_SLOW_CALLS)
 
     def _open_wait(self) -> float:
         p = self.policy
@@ -359,13 +363,13 @@ class Breaker:
         frm = self._state
         if (frm, to) not in _TRANSITIONS:
             raise RuntimeError(f"breaker: no transition {frm.name} -> {to.name} ({reason})")
-        if to is State.OPEN:
-            if frm is State.HALF_OPEN and self._step < self._max_step:
+        if to is _OPEN:
+            if frm is _HALF_OPEN and self._step < self._max_step:
                 self._step += 1
             self._open_until = now + self._open_wait()
             self._trials = 0
             self._trial_successes = 0
-        elif to is State.HALF_OPEN:
+        elif to is _HALF_OPEN:
             self._trials = 0
             self._trial_successes = 0
         else:  # CLOSED: a clean start
@@ -393,7 +397,7 @@ class NullBreaker:
         self.policy = policy if policy is not None else BreakerPolicy(enabled=False)
         self.transitions: Counter = Counter()
 
-    state = property(lambda self: State.CLOSED)
+    state = property(lambda self: _CLOSED)
     since = property(lambda self: 0.0)
     open_until = property(lambda self: 0.0)
     backoff_step = property(lambda self: 0)

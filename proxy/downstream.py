@@ -101,6 +101,9 @@ class Downstream(asyncio.Protocol):
         self._deadline = 0.0
         self._tkind = 0
         self._send_timer = None
+        self._xtimer = None  # the exchanges' timer (arm_exchange)
+        self._xtimer_due = 0.0
+        self._xowner = None
 
     # ------------------------------------------------------------------
     # asyncio callbacks
@@ -157,6 +160,10 @@ class Downstream(asyncio.Protocol):
         if ex is not None:
             self.exchange = None
             ex.client_gone()
+        xo = self._xowner
+        if self._xtimer is not None and (xo is None or xo.finished):
+            self._xtimer.cancel()  # else an exchange still running (a tunnel's end) keeps its timer
+            self._xtimer = None
         self.server.connection_closed(self)
 
     def pause_writing(self):
@@ -549,6 +556,30 @@ class Downstream(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self._tkind = 0
+
+    # The exchanges of this connection share one more lazy handle: an exchange
+    # asks for a timer no later than its next deadline (``arm_exchange``); the
+    # handle outlives it, and the next exchange on the keep-alive connection
+    # finds it already due early enough (its deadlines are as far away), so a
+    # keep-alive request schedules no loop timer. An early fire calls the
+    # exchange that armed last, which re-evaluates its deadlines and re-arms;
+    # a finished one does nothing.
+    def arm_exchange(self, ex, when: float) -> None:
+        """Call ``ex._on_timer`` no later than ``when`` (monotonic)."""
+        self._xowner = ex
+        t = self._xtimer
+        if t is not None:
+            if self._xtimer_due <= when:
+                return
+            t.cancel()
+        self._xtimer_due = when
+        self._xtimer = self.server.loop.call_later(max(0.0, when - _monotonic()), self._on_xtimer)
+
+    def _on_xtimer(self) -> None:
+        self._xtimer = None
+        ex = self._xowner
+        if ex is not None:
+            ex._on_timer()
 
     def _on_timer(self) -> None:
         self._timer = None

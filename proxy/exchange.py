@@ -85,8 +85,6 @@ class Exchange:
     bytes_out = 0
     connect_time = None
     ttfb = None
-    timer = None
-    timer_due = 0.0
     last_up = 0.0
     finished = False
     up_eof = False
@@ -665,25 +663,18 @@ class Exchange:
     # ------------------------------------------------------------------
     # timers
     def _arm(self, when: float) -> None:
-        """Make sure the timer fires no later than ``when``.
+        """Make sure ``_on_timer`` runs no later than ``when``.
 
-        A timer already due earlier is kept: ``_on_timer`` re-evaluates the
-        phase's deadlines from state and re-arms, so moving a deadline later
-        costs no timer operation on the hot path.
+        The timer handle belongs to the client connection
+        (``Downstream.arm_exchange``) and is shared by its exchanges: one
+        already due earlier is kept, since ``_on_timer`` re-evaluates the
+        phase's deadlines from state and re-arms, so neither a deadline moved
+        later nor the next keep-alive request costs a timer operation.
         """
-        t = self.timer
-        if t is not None:
-            if self.timer_due <= when:
-                return
-            t.cancel()
-        self.timer_due = when
-        self.timer = self.server_ctx.loop.call_later(max(0.0, when - _monotonic()), self._on_timer)
+        self.down.arm_exchange(self, when)
 
     def _cancel_timer(self) -> None:
-        t = self.timer
-        if t is not None:
-            t.cancel()
-            self.timer = None
+        """Nothing left to time: a fire finds nothing due (``finished`` or no deadline)."""
 
     def _arm_wait_head(self) -> None:
         """Arm the earliest deadline that applies while waiting for a head."""
@@ -699,7 +690,6 @@ class Exchange:
             self._cancel_timer()
 
     def _on_timer(self) -> None:
-        self.timer = None
         if self.finished:
             return
         now = _monotonic()

@@ -45,8 +45,11 @@ _ID_PREFIX = int.from_bytes(os.urandom(8), "big")
 _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
+_ID_PREFIX_HEX = b"%016x" % _ID_PREFIX
+
+
 def new_request_id() -> bytes:
-    return b"%016x%016x" % (_ID_PREFIX, next(_id_counter) & 0xFFFFFFFFFFFFFFFF)
+    return _ID_PREFIX_HEX + b"%016x" % (next(_id_counter) & 0xFFFFFFFFFFFFFFFF)
 
 
 def request_id_for(received: bytes) -> bytes:

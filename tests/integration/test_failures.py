@@ -23,7 +23,7 @@ from helpers_failures import (
     read_until_close,
     wait_until,
 )
-from support import Client, dead_addr, get, metric_value
+from support import Client, base_config, dead_addr, get, metric_value
 
 
 def assert_error(r, status: int, code: str) -> None:
@@ -86,6 +86,30 @@ def test_response_timeout_retried_on_another_server(proxy_factory, upstream_fact
         assert sorted(r.status for r in results) == [200, 504]
         assert_error(slow[0], 504, "upstream_timeout")
         assert metric_value(m, "http_client_retries_total", upstream="app", result="retried") == 0
+
+
+def test_response_timeout_on_a_keepalive_connection_after_a_longer_one(proxy_factory, upstream_factory, tmp_path):
+    """The exchanges of one client connection share a lazily armed timer: a
+    later request whose deadline is earlier than the handle left by the one
+    before must still time out at its own deadline, and a fast request after
+    it is unaffected."""
+    fast = upstream_factory()
+    hung = upstream_factory(raw=hang_raw)
+    config = base_config({"patient": [fast.address], "strict": [hung.address]},
+                         [{"name": "strict", "path_prefix": "/strict", "upstream": "strict"},
+                          {"name": "patient", "path_prefix": "/", "upstream": "patient"}], tmp=tmp_path)
+    config = config.replace("[upstreams.patient]\n", '[upstreams.patient]\nresponse_timeout = "60s"\n')
+    config = config.replace("[upstreams.strict]\n", '[upstreams.strict]\nresponse_timeout = "300ms"\n')
+    px = proxy_factory(config)
+    with Client(px.addr) as c:
+        assert c.request("GET", "/first").status == 200  # leaves a timer due in 60 s
+        t0 = time.monotonic()
+        r = c.request("GET", "/strict/x")
+        elapsed = time.monotonic() - t0
+        assert_error(r, 504, "upstream_timeout")
+        assert 0.25 <= elapsed < 2.0, elapsed
+        assert c.request("GET", "/after").status == 200  # the same connection still serves
+    assert metric_value(px.metrics(), "http_timeouts_total", side="upstream", phase="response") == 1
 
 
 # ----------------------------------------------------------------------
