@@ -56,7 +56,7 @@ import shlex
 import signal
 import sys
 
-from . import __version__, codec
+from . import __version__, codec, compiled
 from .config import ConfigError, load_config, quick_config
 
 
@@ -68,7 +68,7 @@ def version_text() -> str:
     except ImportError:  # pragma: no cover
         loopv = "uvloop missing"
     py = ".".join(map(str, sys.version_info[:3]))
-    return f"edgeproxy {__version__} (codec: {codec.NAME}; {loopv}; python {py})"
+    return f"edgeproxy {__version__} (codec: {codec.NAME}; core: {compiled.core_kind()}; {loopv}; python {py})"
 
 
 def _parser() -> argparse.ArgumentParser:

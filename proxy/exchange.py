@@ -39,6 +39,12 @@ from __future__ import annotations
 import math
 import time
 
+try:
+    import cython
+except ImportError:  # Cython absent: this module runs as plain Python
+    class cython:  # noqa: N801
+        compiled = False
+
 from . import codec, errors
 from .accesslog import add_tls_fields, format_time
 from .answers import error_body, error_response
@@ -57,51 +63,53 @@ _monotonic = time.monotonic
 
 
 class Exchange:
-    # Per-exchange state lives in class-level defaults: an attribute reaches
-    # the instance only when it changes, so creating an exchange (once per
-    # request) stores a handful of fields instead of forty.
-    rid = b""
-    trace = b""
-    up_head = b""
-    chunk_up = False
-    tried = ()  # servers tried so far (a tuple, grown on retry)
-    attempts = 0
-    server = None
-    conn = None
-    reused = False
-    req_done = False
-    req_done_at = 0.0
-    body_started = False
-    phase = WAIT_HEAD
-    rbuf = None
-    rscan = 0
-    resp = None
-    dec = None
-    chunk_out = False
-    keep = False
-    status = 0
-    outcome = ""
-    bytes_in = 0
-    bytes_out = 0
-    connect_time = None
-    ttfb = None
-    last_up = 0.0
-    finished = False
-    up_eof = False
-    upgrade = False
-    fresh_retry = False
-    stall_since = 0.0
-    last_error = None
-    stale_retried = False
-    held_up = None  # upstream head waiting to leave with the first body bytes
-    held_down = None  # response head waiting to leave with the first body bytes
-    deadline = float("inf")
-    queued = False  # waiting in the cluster's pending queue for a connection slot
-    queued_until = 0.0
-    inflight_cluster = None  # the cluster whose max_requests slot this request holds
-    trial = False  # this attempt holds a half-open trial slot of its server's breaker
-    judged = True  # this attempt's outcome went to the breaker (or there is none)
-    attempt_at = 0.0
+    if not cython.compiled:
+        # Per-exchange state lives in class-level defaults: an attribute reaches
+        # the instance only when it changes, so creating an exchange (once per
+        # request) stores a handful of fields instead of forty. Compiled
+        # (exchange.pxd), the fields are typed slots set in __init__.
+        rid = b""
+        trace = b""
+        up_head = b""
+        chunk_up = False
+        tried = ()  # servers tried so far (a tuple, grown on retry)
+        attempts = 0
+        server = None
+        conn = None
+        reused = False
+        req_done = False
+        req_done_at = 0.0
+        body_started = False
+        phase = WAIT_HEAD
+        rbuf = None
+        rscan = 0
+        resp = None
+        dec = None
+        chunk_out = False
+        keep = False
+        status = 0
+        outcome = ""
+        bytes_in = 0
+        bytes_out = 0
+        connect_time = None
+        ttfb = None
+        last_up = 0.0
+        finished = False
+        up_eof = False
+        upgrade = False
+        fresh_retry = False
+        stall_since = 0.0
+        last_error = None
+        stale_retried = False
+        held_up = None  # upstream head waiting to leave with the first body bytes
+        held_down = None  # response head waiting to leave with the first body bytes
+        deadline = float("inf")
+        queued = False  # waiting in the cluster's pending queue for a connection slot
+        queued_until = 0.0
+        inflight_cluster = None  # the cluster whose max_requests slot this request holds
+        trial = False  # this attempt holds a half-open trial slot of its server's breaker
+        judged = True  # this attempt's outcome went to the breaker (or there is none)
+        attempt_at = 0.0
 
     def __init__(self, down, head, route, cluster, now: float):
         self.down = down
@@ -110,6 +118,12 @@ class Exchange:
         self.route = route
         self.cluster = cluster
         self.started = now
+        if cython.compiled:  # the class-level defaults that are not a C zero
+            self.rid = self.trace = self.up_head = b""
+            self.tried = ()
+            self.outcome = ""
+            self.judged = True
+            self.deadline = math.inf
         rt = cluster.cfg.request_timeout
         if rt > 0:
             self.deadline = now + rt

@@ -169,8 +169,8 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "Workers that died and were started again by the supervisor."),
     ("edgeproxy_reloads_total", "counter", ("result",),
      "Configuration reloads (SIGHUP) by result: ok, or failed (the old configuration keeps serving)."),
-    ("edgeproxy_build_info", "gauge", ("version", "codec"),
-     "Constant 1, labelled with the running version and HTTP codec."),
+    ("edgeproxy_build_info", "gauge", ("version", "codec", "core"),
+     "Constant 1, labelled with the running version, HTTP codec (native or pure) and core (compiled or source)."),
 ]
 
 _SPEC: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -308,12 +308,12 @@ def _bump(counts: dict, key: tuple) -> None:
 class Metrics:
     """All of the proxy's Prometheus series, on a private registry."""
 
-    def __init__(self, *, codec: str, version: str) -> None:
+    def __init__(self, *, codec: str, version: str, core: str = "source") -> None:
         self.registry = CollectorRegistry()
         reg = self.registry
         kind, labels, help_ = _SPEC["edgeproxy_build_info"]
         self._build_info = Gauge("edgeproxy_build_info", help_, labels, registry=reg)
-        self._build_info.labels(version=version, codec=codec).set(1)
+        self._build_info.labels(version=version, codec=codec, core=core).set(1)
 
         # event series: label tuple -> count (see _EventSeries)
         self._req: dict[tuple[str, int], int] = {}

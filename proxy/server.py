@@ -29,7 +29,7 @@ import socket
 import struct
 import time
 
-from . import __version__, codec, log, sysinfo
+from . import __version__, codec, compiled, log, sysinfo
 from .accesslog import AccessLog
 from .accounting import InFlight
 from .admission import Decision, Gate, ListenerAdmission
@@ -203,7 +203,7 @@ class ProxyServer:
         self.loop = loop
         self.sockets = sockets or {}
         self.worker = worker  # this process's worker number under a supervisor, else None
-        self.metrics = Metrics(codec=codec.NAME, version=__version__)
+        self.metrics = Metrics(codec=codec.NAME, version=__version__, core=compiled.core_kind())
         self.gate = Gate(config.server.max_connections)  # global connection cap
         self.requests_gate = InFlight(config.server.max_requests)  # global in-flight request cap
         self.headers = HeaderPolicy(config.headers)

@@ -57,7 +57,7 @@ import time
 
 import orjson
 
-from . import __version__, codec, log
+from . import __version__, codec, compiled, log
 from .config import ConfigError, load_config
 from .metrics import Metrics
 from .metrics_merge import merge
@@ -139,7 +139,7 @@ class Supervisor:
         self.loop_kind = loop_kind
         self.count = workers
         self.loop = asyncio.get_event_loop()
-        self.metrics = Metrics(codec=codec.NAME, version=__version__)
+        self.metrics = Metrics(codec=codec.NAME, version=__version__, core=compiled.core_kind())
         self.sockets: dict[tuple, list[socket.socket]] = {}  # (name, address, backlog) -> per-slot sockets
         self.generation = 0
         self.ticket_keys: bytes | None = None  # the current generation's TLS session-ticket keys

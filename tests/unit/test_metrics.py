@@ -116,7 +116,7 @@ def test_counters_and_histogram_rendered_with_labels():
     assert sample(f, "http_server_upgrades_total", route="ws") == 1
     assert sample(f, "http_timeouts_total", side="downstream", phase="header") == 2
     assert sample(f, "accesslog_dropped_total") == 5
-    assert sample(f, "edgeproxy_build_info", version="1.2.3", codec="h11") == 1
+    assert sample(f, "edgeproxy_build_info", version="1.2.3", codec="h11", core="source") == 1
 
 
 def test_no_created_series_in_render():

@@ -1,0 +1,106 @@
+"""Which core modules run compiled, and when their source runs instead.
+
+The build (setup.py) compiles the modules in ``MODULES`` from their own .py
+file with Cython in pure-Python mode: the .py stays the only source, the
+``.pxd`` beside it gives the types (extension classes with typed slots, C
+calls between internal methods). Beside each compiled module the build
+writes ``<module file>.sha256``: the digest of the .py and .pxd it was built
+from.
+
+Python would import an extension module in preference to the .py beside it,
+always. ``install`` puts a finder first on ``sys.meta_path`` that decides
+instead, per module:
+
+- ``EDGEPROXY_PURE`` set: the source. The pure path is plain Python
+  throughout (codec and core), the one a machine without a compiler runs,
+  and CI tests it.
+- no compiled module, or its digest does not match the source (a checkout
+  edited after its last build): the source, with one line on stderr for the
+  stale case, so an edit is never silently shadowed by an older build.
+- otherwise the compiled module.
+
+``STATE`` records the choice per module name ("compiled" or "source"), for
+``edgeproxy --version`` and the ``edgeproxy_build_info`` metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+__all__ = ["MODULES", "STATE", "choose", "core_kind", "install", "pure_requested", "source_digest"]
+
+MODULES = ("exchange",)
+STATE: dict[str, str] = {}
+_PACKAGE = "proxy"
+_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def pure_requested() -> bool:
+    return os.environ.get("EDGEPROXY_PURE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def source_digest(py: str) -> str:
+    """SHA-256 over a module's .py and (when present) .pxd: what a compiled build must match."""
+    h = hashlib.sha256()
+    for path in (py, py[:-3] + ".pxd"):
+        try:
+            with open(path, "rb") as f:
+                h.update(f.read())
+        except FileNotFoundError:
+            pass
+    return h.hexdigest()
+
+
+def choose(directory: str, short: str) -> tuple[str, str]:
+    """``("compiled", "")`` or ``("source", why)`` for module ``short`` in ``directory``."""
+    if pure_requested():
+        return "source", "EDGEPROXY_PURE"
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        built = os.path.join(directory, short + suffix)
+        if os.path.exists(built):
+            break
+    else:
+        return "source", "not compiled"
+    try:
+        with open(built + ".sha256") as f:
+            built_from = f.read().strip()
+    except OSError:
+        built_from = ""
+    if built_from != source_digest(os.path.join(directory, short + ".py")):
+        return "source", "stale"
+    return "compiled", ""
+
+
+class _Finder:
+    def __init__(self, package: str, directory: str, modules) -> None:
+        self.package, self.directory, self.modules = package, directory, frozenset(modules)
+
+    def find_spec(self, fullname, path=None, target=None):
+        pkg, _, short = fullname.rpartition(".")
+        if pkg != self.package or short not in self.modules:
+            return None
+        kind, why = choose(self.directory, short)
+        STATE[fullname] = kind
+        if kind == "compiled":
+            return None  # the normal finders load the extension module
+        if why == "stale":
+            print(f"edgeproxy: the compiled {fullname} was built from another version of {short}.py; "
+                  f"running the source (rebuild with: pip install -e .)", file=sys.stderr)
+        return importlib.util.spec_from_file_location(fullname, os.path.join(self.directory, short + ".py"))
+
+
+def install(package: str = _PACKAGE, directory: str = _DIR, modules=MODULES) -> None:
+    """Put the finder for ``package``'s compiled ``modules`` first on ``sys.meta_path`` (once)."""
+    if not any(isinstance(f, _Finder) and f.package == package for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder(package, directory, modules))
+
+
+def core_kind() -> str:
+    """"compiled" when every compiled module in use is compiled, else "source"."""
+    for short in MODULES:
+        __import__(f"{_PACKAGE}.{short}")
+    return "compiled" if all(STATE.get(f"{_PACKAGE}.{m}") == "compiled" for m in MODULES) else "source"

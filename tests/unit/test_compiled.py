@@ -1,0 +1,94 @@
+"""proxy.compiled: a compiled core module is used only when it was built from the source beside it."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import subprocess
+import sys
+
+import pytest
+
+from proxy import codec, compiled
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def moddir(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGEPROXY_PURE", raising=False)
+    (tmp_path / "mod.py").write_text("WHO = 'source'\n")
+    (tmp_path / "mod.pxd").write_text("cdef int x\n")
+    return tmp_path
+
+
+def fake_build(directory, digest: str | None) -> None:
+    """An extension file (never imported here) and, unless None, the digest the build writes beside it."""
+    built = directory / ("mod" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    built.write_bytes(b"\x7fELF not really")
+    if digest is not None:
+        (directory / (built.name + ".sha256")).write_text(digest + "\n")
+
+
+def test_no_build_means_source(moddir):
+    assert compiled.choose(str(moddir), "mod") == ("source", "not compiled")
+
+
+def test_build_of_this_source_is_used(moddir):
+    fake_build(moddir, compiled.source_digest(str(moddir / "mod.py")))
+    assert compiled.choose(str(moddir), "mod") == ("compiled", "")
+
+
+@pytest.mark.parametrize("edit", ["mod.py", "mod.pxd"])
+def test_edited_source_or_types_make_the_build_stale(moddir, edit):
+    fake_build(moddir, compiled.source_digest(str(moddir / "mod.py")))
+    with open(moddir / edit, "a") as f:
+        f.write("# edited after the build\n")
+    assert compiled.choose(str(moddir), "mod") == ("source", "stale")
+
+
+def test_build_without_digest_is_not_trusted(moddir):
+    fake_build(moddir, None)
+    assert compiled.choose(str(moddir), "mod") == ("source", "stale")
+
+
+def test_pure_forces_source(moddir, monkeypatch):
+    fake_build(moddir, compiled.source_digest(str(moddir / "mod.py")))
+    monkeypatch.setenv("EDGEPROXY_PURE", "1")
+    assert compiled.choose(str(moddir), "mod") == ("source", "EDGEPROXY_PURE")
+
+
+def test_finder_loads_the_source_instead_of_a_stale_build(tmp_path, capfd):
+    pkg = tmp_path / "edgeproxy_probe_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("WHO = 'source'\n")
+    fake_build(pkg, "0" * 64)  # a build of something else: importing it would fail
+    code = ("import sys; from proxy import compiled; "
+            f"compiled.install('edgeproxy_probe_pkg', {str(pkg)!r}, ('mod',)); "
+            "import edgeproxy_probe_pkg.mod as m; print(m.WHO, compiled.STATE['edgeproxy_probe_pkg.mod'])")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    env.pop("EDGEPROXY_PURE", None)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["source", "source"]
+    assert "built from another version of mod.py" in res.stderr
+
+
+def run_version(pure: bool) -> str:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("EDGEPROXY_PURE", None)
+    if pure:
+        env["EDGEPROXY_PURE"] = "1"
+    res = subprocess.run([sys.executable, "-m", "proxy", "--version"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "built from another version" not in res.stderr, "the compiled core is stale: rebuild"
+    return res.stdout
+
+
+def test_installed_core_matches_the_build():
+    """The build that compiled the codec compiled the core from this very source; PURE runs all Python."""
+    expected = "compiled" if codec.NAME == "native" and not compiled.pure_requested() else "source"
+    assert f"core: {expected}" in run_version(pure=False)
+    assert "codec: pure; core: source" in run_version(pure=True)
