@@ -33,8 +33,13 @@ the upstream; a client that does not read for ``send_timeout`` is dropped.
 
 from __future__ import annotations
 
-import asyncio
 import time
+
+try:
+    import cython
+except ImportError:  # Cython absent: this module runs as plain Python
+    class cython:  # noqa: N801
+        compiled = False
 
 import orjson
 
@@ -65,9 +70,13 @@ K_BODY = 3
 _monotonic = time.monotonic
 
 
-class Downstream(asyncio.Protocol):
-    tls = None  # TLSInfo on a TLS listener (set before connection_made)
-    proxied = None  # (client ip, port) from a PROXY protocol header (set before connection_made)
+class Downstream:
+    """The asyncio protocol of one client connection (asyncio.Protocol's methods, without the base:
+    compiled, this is an extension type, which cannot derive from a Python class)."""
+
+    if not cython.compiled:  # compiled (downstream.pxd), typed slots that start as None
+        tls = None  # TLSInfo on a TLS listener (set before connection_made)
+        proxied = None  # (client ip, port) from a PROXY protocol header (set before connection_made)
 
     def __init__(self, server, listener: str, admitted=None, ip: str = ""):
         self.server = server
@@ -372,7 +381,7 @@ class Downstream(asyncio.Protocol):
         self.write(error_response(exc.status, exc.code, rid, False))
         self.response_done(False)
 
-    def _local_answer(self, head, status: int, code: str, rid: bytes, trace: bytes, started: float) -> None:
+    def _local_answer(self, head, status, code: str, rid: bytes, trace: bytes, started: float) -> None:
         """An answer made by the proxy itself (no upstream involved)."""
         self.server.metrics.request_done("none", status, _monotonic() - started)
         self._log_local(head, status, code, rid, trace, started)
@@ -513,12 +522,12 @@ class Downstream(asyncio.Protocol):
 
     # ------------------------------------------------------------------
     # flow control
-    def _pause(self, reason: int) -> None:
+    def _pause(self, reason) -> None:
         if not self.paused and self.state != S_CLOSED:
             self.transport.pause_reading()
         self.paused |= reason
 
-    def _resume(self, reasons: int) -> None:
+    def _resume(self, reasons) -> None:
         if self.paused:
             self.paused &= ~reasons
             if not self.paused and self.state != S_CLOSED:
@@ -536,7 +545,7 @@ class Downstream(asyncio.Protocol):
     # kind and deadline; the loop timer is (re)scheduled only when it would
     # fire too late. When it fires early it re-arms for the recorded deadline.
     # A keep-alive connection thus costs no timer operation per request.
-    def _arm(self, kind: int, delay: float) -> None:
+    def _arm(self, kind, delay: float) -> None:
         when = _monotonic() + delay
         self._tkind = kind
         self._deadline = when

@@ -1,0 +1,32 @@
+# Types for compiling downstream.py with Cython (pure-Python mode), as
+# exchange.pxd does for exchange.py: typed slots, C calls between the
+# internal methods; everything the transport, the server, the exchange and
+# the diagnostics use stays Python-visible.
+cdef class Downstream:
+    cdef public object tls, proxied
+    cdef public object server, cfg, listener, headers, admitted, admitted_ip, transport
+    cdef public bytes client_ip
+    cdef public str client_addr
+    cdef public object buf, exchange, req_head, decoder
+    cdef public int scan, state, paused, requests, drained, _tkind
+    cdef public long long body_limit, body_seen, rate_bytes
+    cdef public double rate_t0, last_read, created, _timer_due, _deadline, _xtimer_due
+    cdef public bint client_eof, write_paused, _processing
+    cdef public object _timer, _send_timer, _xtimer, _xowner
+
+    cdef _process(self)
+    cdef _on_request(self, head)
+    cdef bint _tls_refused(self, head, bytes rid, bytes trace, double now)
+    cdef _feed_body(self, bytes data)
+    cdef _body_error(self, exc)
+    cdef _reject(self, exc)
+    cdef _local_answer(self, head, status, str code, bytes rid, bytes trace, double started)
+    cdef _log_local(self, head, status, code, rid, trace, started)
+    cdef _next_request(self)
+    cdef _pause(self, reason)
+    cdef _resume(self, reasons)
+    cdef _arm(self, kind, double delay)
+    cdef _cancel_timer(self)
+    cdef _drop_timer(self)
+    cdef bint _too_slow(self, double now)
+    cdef double _body_check_in(self, double now)
