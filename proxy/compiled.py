@@ -33,7 +33,7 @@ import sys
 
 __all__ = ["MODULES", "STATE", "choose", "core_kind", "install", "pure_requested", "source_digest"]
 
-MODULES = ("exchange", "downstream")
+MODULES = ("exchange", "downstream", "upstream")
 STATE: dict[str, str] = {}
 _PACKAGE = "proxy"
 _DIR = os.path.dirname(os.path.abspath(__file__))

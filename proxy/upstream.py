@@ -23,6 +23,12 @@ from collections import deque
 import socket
 import time
 
+try:
+    import cython
+except ImportError:  # Cython absent: this module runs as plain Python
+    class cython:  # noqa: N801
+        compiled = False
+
 from . import errors, log
 from .balancer import ServerState, make_balancer
 from .accounting import InFlight
@@ -50,9 +56,13 @@ def set_tcp_keepalive(sock, cfg) -> None:
         pass  # not a TCP socket (tests with socketpair) or option unsupported
 
 
-class UpstreamConn(asyncio.Protocol):
-    __slots__ = ("cluster", "server", "transport", "owner", "requests", "closed", "paused", "idle", "read_paused",
-                 "counted")
+class UpstreamConn:
+    """The asyncio protocol of one upstream connection (asyncio.Protocol's methods, without the base:
+    compiled (upstream.pxd), this is an extension type, which cannot derive from a Python class)."""
+
+    if not cython.compiled:
+        __slots__ = ("cluster", "server", "transport", "owner", "requests", "closed", "paused", "idle",
+                     "read_paused", "counted")
 
     def __init__(self, cluster: "Cluster", server: ServerState):
         self.cluster = cluster

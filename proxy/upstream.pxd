@@ -1,0 +1,15 @@
+# Types for compiling upstream.py with Cython (pure-Python mode), as
+# exchange.pxd does for exchange.py. Everything stays Python-visible: the
+# exchange, the server, health checks and diagnostics use these objects.
+cdef class UpstreamConn:
+    cdef public object cluster, server, transport, owner
+    cdef public int requests
+    cdef public bint closed, paused, idle, read_paused, counted
+
+
+cdef class Cluster:
+    cdef public object cfg, name, loop, metrics, servers, balancer, default_host, pool, retry_methods
+    cdef public object inflight, retry_budget, conn_count, pending, tiers, planner, load, idle_timeout_now
+    cdef public object opening, recovering, open_conns, pending_connects
+    cdef public object max_connections, max_pending, pending_timeout, _served_before
+    cdef public bint closing
