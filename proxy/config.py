@@ -47,6 +47,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from .sysinfo import cpu_quota, cpu_workers
 from .units import Address, format_duration, format_size, parse_address, parse_duration, parse_host, parse_size
 
 __all__ = [
@@ -637,17 +638,19 @@ class ServerConfig:
     pid_file: str = _spec("", _string('"" or a file path', _optional_path),
                           "file the running proxy writes its PID to, for `edgeproxy reload` and init systems")
     workers: int | str = _spec("auto", _workers(),
-                               'worker processes, each with its own event loop ("auto" = one per CPU; 1 = '
-                               'a single process, no supervisor)')
+                               'worker processes, each with its own event loop ("auto" = one per CPU, no more '
+                               'than a cgroup CPU quota allows; 1 = a single process, no supervisor)')
 
     def worker_count(self) -> int:
-        """``workers`` resolved: "auto" is the number of CPUs this process may run on."""
+        """``workers`` resolved: "auto" is the number of CPUs this process may run on
+        (its affinity mask), capped by a cgroup CPU quota (a container's CPU limit)."""
         if self.workers != "auto":
             return int(self.workers)
         try:
-            return max(1, len(os.sched_getaffinity(0)))
+            cpus = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):  # pragma: no cover - not Linux
-            return max(1, os.cpu_count() or 1)
+            cpus = os.cpu_count() or 1
+        return cpu_workers(cpu_quota(), cpus)
 
 
 @dataclass(frozen=True, slots=True)

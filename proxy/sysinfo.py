@@ -9,10 +9,14 @@
   queue was full.
 * ``somaxconn()``: the kernel's silent cap on every listen backlog.
 * ``raise_nofile(needed)``: lift the soft RLIMIT_NOFILE toward the hard one.
+* ``cpu_quota()``: the CPUs a cgroup CPU quota allows this process (a
+  container's CPU limit), which the affinity mask does not show.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import resource
 import socket
 import struct
@@ -92,3 +96,79 @@ def system_warnings(cfg) -> list[str]:
             out.append(f"max_connections {conns} plus upstream pools need about {needed} file descriptors; "
                        f"the hard RLIMIT_NOFILE is {hard}")
     return out
+
+
+def cpu_quota(cgroup_root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """CPUs per period the process's cgroups allow (e.g. 1.5), or None when unlimited or unknown.
+
+    cgroup v2: ``cpu.max`` ("QUOTA PERIOD" or "max PERIOD") of the process's
+    cgroup and of every ancestor up to the root (the tightest wins). cgroup
+    v1: ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` in the cpu controller's
+    hierarchy (-1 = none), at the process's path or, inside a container that
+    sees its own cgroup as the mount's root, at the root. Anything
+    unreadable counts as no limit.
+    """
+    try:
+        with open(self_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hid == "0" and controllers == "":  # v2 unified hierarchy
+            rel = path.strip("/")
+            while True:
+                limit = _v2_limit(os.path.join(cgroup_root, rel, "cpu.max"))
+                if limit is not None:
+                    limits.append(limit)
+                if not rel:
+                    break
+                rel = os.path.dirname(rel)
+        elif "cpu" in controllers.split(","):
+            for base in (os.path.join(cgroup_root, controllers), os.path.join(cgroup_root, "cpu")):
+                for rel in (path.strip("/"), ""):
+                    limit = _v1_limit(os.path.join(base, rel))
+                    if limit is not None:
+                        limits.append(limit)
+                        break
+                else:
+                    continue
+                break
+    return min(limits) if limits else None
+
+
+def _v2_limit(path: str) -> float | None:
+    try:
+        with open(path) as f:
+            quota, _, period = f.read().strip().partition(" ")
+        if quota == "max":
+            return None
+        q, p = int(quota), int(period or 100000)
+        return q / p if q > 0 and p > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_limit(directory: str) -> float | None:
+    try:
+        with open(os.path.join(directory, "cpu.cfs_quota_us")) as f:
+            q = int(f.read().strip())
+        with open(os.path.join(directory, "cpu.cfs_period_us")) as f:
+            p = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return q / p if q > 0 and p > 0 else None
+
+
+def cpu_workers(quota: float | None, cpus: int) -> int:
+    """Worker processes for ``workers = "auto"``: one per CPU, no more than the quota allows.
+
+    A fractional quota rounds down (at least 1): a 1.5-CPU limit gets one
+    worker, since a second would only be throttled, each waiting for the
+    other's share.
+    """
+    if quota is None:
+        return max(1, cpus)
+    return max(1, min(cpus, math.floor(quota)))
