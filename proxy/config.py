@@ -660,6 +660,9 @@ class AdminConfig:
                              "where the admin endpoint listens (port 0 = any free port)")
     token: str = _spec("", _string("a string"),
                        'bearer token required for /metrics and /debug/* ("" = none; set it when not on loopback)')
+    readyz_upstreams: bool = _spec(True, _boolean(),
+                                   "/readyz also needs every routed cluster up; false keeps a replica ready "
+                                   "(answering with fallbacks) while its upstreams are down")
 
 
 @dataclass(frozen=True, slots=True)

@@ -410,9 +410,10 @@ class ProxyServer:
             reasons.append("draining")
         if not self.listeners or any(lst.closed for lst in self.listeners):
             reasons.append("listener_closed")
-        for c in self.routed:
-            if not c.usable():
-                reasons.append(f"upstream_down:{c.name}")
+        if self.config.admin.readyz_upstreams:
+            for c in self.routed:
+                if not c.usable():
+                    reasons.append(f"upstream_down:{c.name}")
         return not reasons, reasons
 
     # ------------------------------------------------------------------

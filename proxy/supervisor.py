@@ -406,7 +406,7 @@ class Supervisor:
         for w in self.workers:
             if not w.ready.is_set() or w.proc is None or w.proc.returncode is not None:
                 reasons.append(f"worker_not_ready:{w.slot}")
-        if self.probe is not None:
+        if self.probe is not None and self.config.admin.readyz_upstreams:
             for c in self.probe.routed:
                 if not c.usable():
                     reasons.append(f"upstream_down:{c.name}")

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from helpers_failures import hang_raw, head_lines, read_head, wait_until
-from support import ROOT, Client, ProxyProcess, dead_addr, get
+from support import ROOT, Client, ProxyProcess, base_config, dead_addr, get
 
 
 # ----------------------------------------------------------------------
@@ -103,6 +103,14 @@ def test_readyz_503_when_only_server_refuses(proxy_factory):
     assert body["ready"] is False
     assert "upstream_down:app" in body["reasons"]
     assert get(px.admin_addr, "/healthz").status == 200
+
+
+def test_readyz_without_upstreams_stays_ready_through_an_outage(proxy_factory, tmp_path):
+    config = base_config({"app": [dead_addr()]}, tmp=tmp_path)
+    px = proxy_factory(config.replace("[admin]\n", "[admin]\nreadyz_upstreams = false\n", 1))
+    assert get(px.addr, "/").status == 502  # the server is now known to be down
+    r = get(px.admin_addr, "/readyz")
+    assert r.status == 200 and r.json() == {"ready": True, "reasons": []}
 
 
 # ----------------------------------------------------------------------

@@ -97,6 +97,19 @@ def test_health_checks_run_once_for_all_workers(workers_factory, upstream_factor
     assert wait_for(lambda: get(px.addr, "/up").status == 200, 5)
 
 
+def test_readyz_upstreams_false_keeps_the_supervisor_ready(workers_factory, upstream_factory, tmp_path):
+    async def handler(req, reply):
+        await reply.send(503 if req.target == "/healthz" else 200, body=b"x")
+
+    up = upstream_factory(handler)
+    cfg = base_config({"app": [up.address]}, tmp=tmp_path, cluster_extra=(
+        '[upstreams.app.health]\nenabled = true\ninterval = "200ms"\ntimeout = "1s"\nunhealthy_threshold = 1\n'
+        'healthy_threshold = 1\njitter = 0.0\n'))
+    px = workers_factory(cfg.replace("[admin]\n", "[admin]\nreadyz_upstreams = false\n", 1))
+    assert wait_for(lambda: get(px.addr, "/x").status == 503, 5)  # the prober marked the server down
+    assert admin_get(px, "/readyz").json() == {"ready": True, "reasons": []}
+
+
 def test_a_dead_worker_is_restarted_and_counted(workers_factory, upstream_factory, tmp_path):
     up = upstream_factory()
     px = workers_factory(base_config({"app": [up.address]}, tmp=tmp_path))
