@@ -86,6 +86,13 @@ def transitions(px, server: str) -> list[tuple[str, str, str]]:
             if e.get("event") == "health_transition" and e.get("server") == server]
 
 
+def logged_transitions(px, server: str, n: int) -> list[tuple[str, str, str]]:
+    """``transitions`` once ``n`` are logged: the proxy's log lines reach ``px.events`` through a
+    reader thread, so a state seen in /metrics can be ahead of its log line."""
+    wait_for(lambda: len(transitions(px, server)) >= n)
+    return transitions(px, server)
+
+
 def test_failing_server_gets_no_traffic_then_comes_back(proxy_factory, upstream_factory):
     state = {"status": 500}
     good = upstream_factory(fixed(200))
@@ -101,7 +108,7 @@ def test_failing_server_gets_no_traffic_then_comes_back(proxy_factory, upstream_
         return gauge == 0
 
     assert wait_for(fell)
-    assert transitions(px, bad.address) == [("healthy", "unhealthy", "failed")]
+    assert logged_transitions(px, bad.address, 1) == [("healthy", "unhealthy", "failed")]
     ev = next(e for e in px.events if e.get("event") == "health_transition")
     assert ev["upstream"] == "app" and ev["level"] == "warning" and "500" in ev["detail"]
     gauge, counts = health(px, good)
@@ -129,7 +136,7 @@ def test_failing_server_gets_no_traffic_then_comes_back(proxy_factory, upstream_
         return gauge == 1
 
     assert wait_for(rose)
-    assert transitions(px, bad.address) == [("healthy", "unhealthy", "failed"), ("unhealthy", "healthy", "ok")]
+    assert logged_transitions(px, bad.address, 2) == [("healthy", "unhealthy", "failed"), ("unhealthy", "healthy", "ok")]
     seen_good, seen_bad = len(client_requests(good)), len(client_requests(bad))
     with Client(px.addr) as c:
         assert [c.request("GET", "/after").status for _ in range(20)] == [200] * 20
@@ -182,7 +189,7 @@ def test_expected_statuses_body_contains_and_refused(proxy_factory, upstream_fac
         assert gauge == 0 and counts["failed"] >= 2 and counts["ok"] == 0, (u.address, v)
         assert counts["timeout"] == counts["error"] == 0, (u.address, v)
     assert v[dead][0] == 0 and v[dead][1]["error"] >= 2 and v[dead][1]["ok"] == 0
-    assert transitions(px, dead) == [("healthy", "unhealthy", "error")]
+    assert logged_transitions(px, dead, 1) == [("healthy", "unhealthy", "error")]
     # requests go to the healthy server of each cluster only
     with Client(px.addr) as c:
         assert [c.request("GET", "/a").status for _ in range(6)] == [200] * 6
@@ -217,7 +224,7 @@ def test_hanging_check_times_out_without_blocking_traffic(proxy_factory, upstrea
     assert client_requests(slow), "round robin sent traffic to the slow server before its fall"
     gauge, counts = health(px, slow)
     assert gauge == 0 and counts["timeout"] >= 2 and counts["ok"] == counts["failed"] == counts["error"] == 0
-    assert transitions(px, slow.address) == [("healthy", "unhealthy", "timeout")]
+    assert logged_transitions(px, slow.address, 1) == [("healthy", "unhealthy", "timeout")]
     ev = next(e for e in px.events if e.get("event") == "health_transition")
     assert "within 0.5s" in ev["detail"]
     seen = len(client_requests(slow))
@@ -251,7 +258,7 @@ def test_readyz_follows_health_of_the_only_server(proxy_factory, upstream_factor
     assert r and r.json() == {"ready": True, "reasons": []}
     assert get(px.addr, "/back").status == 200
     assert [q.target for q in client_requests(up)][-1] == "/back"
-    assert transitions(px, up.address) == [("healthy", "unhealthy", "failed"), ("unhealthy", "healthy", "ok")]
+    assert logged_transitions(px, up.address, 2) == [("healthy", "unhealthy", "failed"), ("unhealthy", "healthy", "ok")]
 
 
 def test_checks_use_their_own_connections(proxy_factory, upstream_factory):
