@@ -640,6 +640,9 @@ class ServerConfig:
     workers: int | str = _spec("auto", _workers(),
                                'worker processes, each with its own event loop ("auto" = one per CPU, no more '
                                'than a cgroup CPU quota allows; 1 = a single process, no supervisor)')
+    worker_watchdog: float = _spec(10.0, _duration(positive=False),
+                                   "with workers: one whose event loop leaves the supervisor's pings unanswered "
+                                   "this long is killed and restarted (0 = off)")
 
     def worker_count(self) -> int:
         """``workers`` resolved: "auto" is the number of CPUs this process may run on

@@ -167,6 +167,8 @@ METRICS_DOC: list[tuple[str, str, tuple[str, ...], str]] = [
      "Worker processes serving: the supervisor's ready workers, or 1 for a single process."),
     ("edgeproxy_worker_restarts_total", "counter", (),
      "Workers that died and were started again by the supervisor."),
+    ("edgeproxy_worker_hangs_total", "counter", (),
+     "Workers killed by the supervisor's watchdog: their event loop left pings unanswered for worker_watchdog."),
     ("edgeproxy_reloads_total", "counter", ("result",),
      "Configuration reloads (SIGHUP) by result: ok, or failed (the old configuration keeps serving)."),
     ("edgeproxy_build_info", "gauge", ("version", "codec", "core"),
@@ -272,6 +274,7 @@ class _EventSeries:
             ("tls_mtls_cert_purpose_total", m._tls_purpose),
             ("tls_sessions_resumed_total", m._tls_resumed),
             ("edgeproxy_worker_restarts_total", m._restarts),
+            ("edgeproxy_worker_hangs_total", m._hangs),
             ("http_server_proxy_protocol_errors_total", m._pp_errors),
             ("edgeproxy_reloads_total", m._reloads),
         ):
@@ -339,6 +342,7 @@ class Metrics:
         self._tls_purpose: dict[tuple[str, str], int] = {}
         self._tls_resumed: dict[tuple[str], int] = {}
         self._restarts: dict[tuple, int] = {}
+        self._hangs: dict[tuple, int] = {}
         self._pp_errors: dict[tuple[str], int] = {}
         self._reloads: dict[tuple[str], int] = {}
         self._tls_dur: dict[tuple[str, str], list[int]] = {}
@@ -439,6 +443,9 @@ class Metrics:
     def worker_restarted(self) -> None:
         _bump(self._restarts, ())
 
+    def worker_hung(self) -> None:
+        _bump(self._hangs, ())
+
     def proxy_protocol_error(self, listener: str) -> None:
         _bump(self._pp_errors, (listener,))
 
@@ -535,6 +542,9 @@ class NullMetrics:
         pass
 
     def worker_restarted(self) -> None:
+        pass
+
+    def worker_hung(self) -> None:
         pass
 
     def proxy_protocol_error(self, listener: str) -> None:

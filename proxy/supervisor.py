@@ -14,14 +14,16 @@ It serves no request itself. It owns:
   reset, which is what makes a reload lose nothing;
 * the workers (``python -m proxy.worker``, see ``worker``): started with
   their sockets and a control channel, restarted with a backoff
-  (``RestartBackoff``) and counted when one dies;
+  (``RestartBackoff``) and counted when one dies, and killed first when
+  one hangs: the watchdog (``_watchdog``) pings them over the channel and
+  a worker whose loop stays silent for ``worker_watchdog`` gets SIGKILL;
 * the active health checks: one prober for all workers, each result sent
   to every worker over its control channel, so N workers do not probe
   every server N times;
 * the admin endpoint: ``/metrics`` merges the workers' and its own series
   at scrape time (``metrics_merge``), ``/debug/*`` answers per worker,
-  ``/readyz`` is ready when every current worker is and no routed cluster
-  is known to be down.
+  ``/readyz`` is ready when every current worker is and (unless
+  ``readyz_upstreams`` is off) no routed cluster is known to be down.
 
 Reload (SIGHUP, or ``edgeproxy reload``): the configuration file is read and
 validated again, TLS certificates included; a bad one is refused with the
@@ -105,6 +107,8 @@ class _Worker:
         self.admin = ""
         self.ready = asyncio.Event()
         self.started = time.monotonic()
+        self.last_heard = self.started  # the last control message from it (the watchdog's clock)
+        self.hung = False  # killed by the watchdog
         self.retiring = False  # told to drain (replaced or stopping): its exit is expected
         self.watch: asyncio.Task | None = None
 
@@ -154,6 +158,8 @@ class Supervisor:
         self.health = None
         self.done = asyncio.Event()
         self._reloading = False
+        self._watchdog_timer: asyncio.TimerHandle | None = None
+        self._watchdog_due = 0.0  # when the watchdog's timer should fire
         self.metrics.set_gauge_source("edgeproxy_workers", lambda: sum(
             1 for w in self.workers if w.ready.is_set() and w.proc is not None and w.proc.returncode is None))
 
@@ -201,9 +207,15 @@ class Supervisor:
     async def _watch(self, w: _Worker, reader: asyncio.StreamReader) -> None:
         """Read a worker's control messages until it exits; then decide what follows."""
         while True:
-            line = await reader.readline()
+            try:
+                line = await reader.readline()
+            except (ConnectionError, OSError):
+                # a worker that dies with our messages unread in its socket (health results, pings)
+                # resets the channel instead of closing it: the same end, it must be restarted too
+                line = b""
             if not line:
                 break
+            w.last_heard = time.monotonic()
             try:
                 msg = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -222,6 +234,43 @@ class Supervisor:
             self._died(w, code)
         if self.stopping and not self._alive():
             self.done.set()
+
+    def _watchdog(self) -> None:
+        """Ping the serving workers; kill one whose loop has been silent for ``worker_watchdog``.
+
+        A worker stuck in a busy loop, a blocking call or a deadlock keeps
+        its process alive and its listening socket's queue filling: only its
+        silence shows it. Pings go out four times per period, so a live
+        worker is heard from well within it; a silent one gets SIGKILL (the
+        only signal a stuck or stopped process cannot ignore), and its exit
+        then takes the ordinary path: counted, logged, restarted with the
+        backoff, its socket's queue waiting for the successor.
+        """
+        self._watchdog_timer = None
+        if self.stopping:
+            return
+        timeout = self.config.server.worker_watchdog
+        now = time.monotonic()
+        # this loop running late itself (the supervisor was stopped or starved) is no evidence
+        # against the workers: their answers may be waiting unread; judge at the next tick
+        judge = now - self._watchdog_due < timeout / 4
+        if timeout > 0:
+            for w in self.workers:
+                if (w.hung or w.retiring or not w.ready.is_set() or w.proc is None
+                        or w.proc.returncode is not None):
+                    continue
+                silent = now - w.last_heard
+                if judge and silent > timeout:
+                    w.hung = True
+                    self.metrics.worker_hung()
+                    log.event("worker_hung", level="error", worker=w.slot, generation=w.generation,
+                              pid=w.proc.pid, silent=round(silent, 3))
+                    w.signal(signal.SIGKILL)
+                else:
+                    w.send({"t": "ping"})
+        interval = timeout / 4 if timeout > 0 else 1.0
+        self._watchdog_due = now + interval
+        self._watchdog_timer = self.loop.call_later(interval, self._watchdog)
 
     def _died(self, w: _Worker, code: int) -> None:
         uptime = time.monotonic() - w.started
@@ -306,6 +355,7 @@ class Supervisor:
         if new is None:
             raise RuntimeError("workers did not become ready")
         self.workers = new
+        self._watchdog()
         log.event("ready", codec=codec.NAME, version=__version__, loop=self.loop_kind, workers=self.count,
                   supervisor=os.getpid())
 
@@ -389,6 +439,8 @@ class Supervisor:
             self.done.set()
 
     async def close(self) -> None:
+        if self._watchdog_timer is not None:
+            self._watchdog_timer.cancel()
         if self.health is not None:
             self.health.stop()
         if self.admin is not None:

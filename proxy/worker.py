@@ -19,7 +19,9 @@ Control channel, JSON lines both ways:
 * worker -> supervisor: ``{"t": "ready", "admin": "127.0.0.1:PORT"}`` once
   serving;
 * supervisor -> worker: ``{"t": "health", "c": cluster, "s": server,
-  "healthy": bool, "failing": bool}``.
+  "healthy": bool, "failing": bool}``;
+* supervisor -> worker ``{"t": "ping"}``, answered ``{"t": "pong"}``: the
+  watchdog (``[server] worker_watchdog``).
 
 Signals: SIGTERM or SIGINT drain (listeners stop accepting: their sockets
 stay open in the supervisor, so nothing queued is lost; in-flight requests
@@ -86,8 +88,11 @@ async def _serve(boot: Bootstrap) -> int:
                 msg = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
-            if msg.get("t") == "health":
+            t = msg.get("t")
+            if t == "health":
                 server.apply_health(msg["c"], msg["s"], msg["healthy"], msg["failing"])
+            elif t == "ping":  # answered by this loop: a blocked loop leaves it unanswered
+                writer.write(b'{"t":"pong"}\n')
 
     task = asyncio.ensure_future(control())
     await stop.wait()

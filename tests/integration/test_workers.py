@@ -124,6 +124,25 @@ def test_a_dead_worker_is_restarted_and_counted(workers_factory, upstream_factor
     assert metric_value(m, "edgeproxy_worker_restarts_total") == 1
 
 
+def test_a_hung_worker_is_killed_by_the_watchdog_and_replaced(workers_factory, upstream_factory, tmp_path):
+    up = upstream_factory()
+    px = workers_factory(base_config({"app": [up.address]}, tmp=tmp_path,
+                                     extra='[server]\nworker_watchdog = "1s"\n'))
+    pids = debug(px)["pids"]
+    os.kill(pids["0"], signal.SIGSTOP)  # alive, its socket still accepting into the queue, its loop silent
+    hung = px.wait_event("worker_hung", 10)
+    assert hung is not None and hung["worker"] == 0 and hung["pid"] == pids["0"] and hung["silent"] > 1.0
+    ev = px.wait_event("worker_restarted", 15)
+    assert ev is not None and ev["worker"] == 0
+    now = debug(px)["pids"]
+    assert now["0"] != pids["0"] and now["1"] == pids["1"]  # the answering worker was left alone
+    for i in range(20):
+        assert get(px.addr, f"/after{i}").status == 200
+    m = admin_get(px, "/metrics").body.decode()
+    assert metric_value(m, "edgeproxy_worker_hangs_total") == 1
+    assert metric_value(m, "edgeproxy_worker_restarts_total") == 1
+
+
 class Load:
     """Client threads sending requests until stopped: new connections and keep-alive ones."""
 

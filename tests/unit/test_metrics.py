@@ -67,6 +67,7 @@ def exercise_everything(m):
     m.tls_client_cert("tls", "eku_mismatch")
     m.set_gauge_source("edgeproxy_workers", lambda: 2)
     m.worker_restarted()
+    m.worker_hung()
     m.proxy_protocol_error("main")
     m.reload("ok")
 
