@@ -431,6 +431,12 @@ class Supervisor:
         self.stopping = True
         self.draining = True
         if first:
+            # The listening sockets close now, as nginx's do: a new connection is refused at once
+            # (a balancer or client retries elsewhere) instead of waiting in an accept queue nobody
+            # will serve and being reset at exit. The workers close their copies as they drain.
+            for socks in self.sockets.values():
+                for s in socks:
+                    s.close()
             log.event("draining", workers=len(self.workers))
         for w in [*self.workers, *self.retired]:
             w.retiring = True

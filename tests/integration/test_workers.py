@@ -260,7 +260,16 @@ def test_sigterm_drains_every_worker_sigquit_stops_at_once(workers_factory, upst
     assert up.wait_requests(1, 5)
     px.signal(signal.SIGTERM)
     assert px.wait_event("draining", 5) is not None
-    # the listeners are closed for new connections... once the workers have stopped accepting
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(px.addr, timeout=2).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    # new connections are refused at once while the in-flight request drains (not queued to be reset)
+    assert wait_for(refused, 5)
     release.set()
     r = c.read_response()
     assert r.status == 200 and r.body == b"late"
