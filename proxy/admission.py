@@ -38,6 +38,9 @@ class Decision(enum.Enum):
     PER_IP = "per_ip"
 
 
+# Enum member access is a descriptor call (~80 ns); accepting a connection compares these
+ACCEPTED, PAUSED = Decision.ACCEPTED, Decision.PAUSED
+
 class Gate:
     """A count of open connections shared by every listener (global cap)."""
 
@@ -75,7 +78,7 @@ class ListenerAdmission:
         bucket = self.bucket
         if bucket is not None and bucket.tokens(now) < 1.0:
             return self._refusal()
-        return Decision.ACCEPTED
+        return ACCEPTED
 
     def resume_in(self, now: float) -> float | None:
         """Seconds until accepting may resume on its own (a token), or None
@@ -96,7 +99,7 @@ class ListenerAdmission:
         self.count += 1
         self.gate.count += 1
         self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
-        return Decision.ACCEPTED
+        return ACCEPTED
 
     def release(self, ip: str) -> None:
         self.count -= 1

@@ -32,7 +32,7 @@ import time
 from . import __version__, codec, compiled, log, sysinfo
 from .accesslog import AccessLog
 from .accounting import InFlight
-from .admission import Decision, Gate, ListenerAdmission
+from .admission import ACCEPTED, PAUSED, Decision, Gate, ListenerAdmission
 from .admin import AdminServer
 from .downstream import Downstream
 from .headers import HeaderPolicy
@@ -95,6 +95,10 @@ class Listener:
         else:
             self.sock = _bind(cfg.address.host, cfg.address.port, cfg.backlog)
         self.address = format_addr(self.sock.getsockname())
+        # socket.accept() rebuilds the family and type enums of the listening socket for every
+        # connection; _accept() (the C call under it) with these ints saved does the same work
+        s = self.sock
+        self._accept_as = (int(s.family), int(s.type), s.proto)
         self.tls = server.tls.get(cfg.name)  # TLSContexts, swapped whole by a certificate reload
         self.headers = HeaderPolicy(
             server.config.headers, b"https" if cfg.tls else b"http",
@@ -147,18 +151,20 @@ class Listener:
 
     def _on_acceptable(self) -> None:
         sock = self.sock
+        family, type_, proto = self._accept_as
         server = self.server
         adm = self.admission
         metrics = server.metrics
         name = self.name
         for _ in range(ACCEPT_BATCH):
             decision = adm.before_accept(time.monotonic())
-            if decision is Decision.PAUSED:
+            if decision is PAUSED:
                 metrics.admission(name, "paused")
                 self._hold(time.monotonic())
                 return
             try:
-                conn, addr = sock.accept()
+                fd, addr = sock._accept()
+                conn = socket.socket(family, type_, proto, fileno=fd)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -167,13 +173,13 @@ class Listener:
                     self.pause()
                     self.loop.call_later(EMFILE_PAUSE, self.start)
                 return  # ECONNABORTED and friends: the next readiness event retries
-            if decision is not Decision.ACCEPTED:
+            if decision is not ACCEPTED:
                 metrics.admission(name, decision.value)
                 self._refuse(conn, decision)
                 continue
             ip = addr[0] if isinstance(addr, tuple) else ""
             decision = adm.admit(ip, time.monotonic())
-            if decision is not Decision.ACCEPTED:
+            if decision is not ACCEPTED:
                 metrics.admission(name, decision.value)
                 self._refuse(conn, decision)
                 continue
