@@ -299,6 +299,15 @@ def _header_name(text: str) -> str:
     return text
 
 
+_HSTS_RE = re.compile(r"max-age=\d+(\s*;\s*(includeSubDomains|preload))*", re.IGNORECASE)
+
+
+def _hsts(text: str) -> str:
+    if text and not _HSTS_RE.fullmatch(text.strip()):
+        raise ValueError("not a Strict-Transport-Security value")
+    return text.strip()
+
+
 def _file_path(text: str) -> str:
     if not text or "\x00" in text:
         raise ValueError("")
@@ -739,6 +748,9 @@ class ListenerConfig:
     client_fingerprint_header: str = _spec("X-Client-Cert-SHA256", _string("a header name or \"\"", _header_name),
                                            "request header carrying the client certificate's SHA-256 upstream "
                                            "(always stripped)")
+    hsts: str = _spec("", _string('"" or a value like "max-age=31536000; includeSubDomains"', _hsts),
+                      "Strict-Transport-Security sent on every proxied response of this TLS listener, in place of "
+                      "the upstream's (\"\" = none)")
 
     @staticmethod
     def _validate(obj: "ListenerConfig", data: dict, path: str) -> "ListenerConfig":
@@ -746,6 +758,9 @@ class ListenerConfig:
             raise ConfigError(None, _join(path, "certificates"), None,
                               'at least one {cert = "...", key = "..."} table', missing=True,
                               reason="tls = true needs a certificate")
+        if obj.hsts and not obj.tls:
+            raise ConfigError(None, _join(path, "hsts"), obj.hsts, '"" on a listener without TLS',
+                              reason="browsers ignore Strict-Transport-Security received over plain HTTP")
         if obj.client_auth != "none" and not obj.client_ca:
             raise ConfigError(None, _join(path, "client_ca"), None, "a PEM file of client CAs", missing=True,
                               reason=f'client_auth = "{obj.client_auth}" needs it')

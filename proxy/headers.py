@@ -72,9 +72,11 @@ def new_traceparent() -> bytes:
 class HeaderPolicy:
     """The per-proxy header rules, built once from the [headers] section."""
 
-    def __init__(self, cfg, proto: bytes = b"http", strip=()):
+    def __init__(self, cfg, proto: bytes = b"http", strip=(), hsts: str = ""):
         """``strip``: header names never forwarded from a client (the TLS
-        client-identity headers the proxy itself sets)."""
+        client-identity headers the proxy itself sets). ``hsts``: the
+        Strict-Transport-Security value of a TLS listener, set on every
+        proxied response in place of the upstream's."""
         self.x_forwarded = cfg.x_forwarded
         self.request_id = cfg.request_id
         self.via = cfg.via
@@ -85,7 +87,8 @@ class HeaderPolicy:
             drop |= {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
         drop |= {name.lower().encode("latin-1") for name in strip if name}
         self.request_drop = frozenset(drop)
-        self.response_drop = frozenset({b"x-request-id"})
+        self.response_drop = frozenset({b"x-request-id", b"strict-transport-security"} if hsts else {b"x-request-id"})
+        self.hsts = hsts.encode("latin-1")
 
     def ids(self, head) -> tuple[bytes, bytes, bytes]:
         """(request id, trace id, traceparent to add or b"") for a request."""
@@ -114,6 +117,8 @@ class HeaderPolicy:
 
     def response_extra(self, rid: bytes) -> list:
         extra = [(b"X-Request-ID", rid)]
+        if self.hsts:
+            extra.append((b"Strict-Transport-Security", self.hsts))
         if self.via:
             extra.append((b"Via", VIA))
         return extra

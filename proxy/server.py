@@ -102,7 +102,7 @@ class Listener:
         self.tls = server.tls.get(cfg.name)  # TLSContexts, swapped whole by a certificate reload
         self.headers = HeaderPolicy(
             server.config.headers, b"https" if cfg.tls else b"http",
-            strip=(cfg.client_subject_header, cfg.client_san_header, cfg.client_fingerprint_header))
+            strip=(cfg.client_subject_header, cfg.client_san_header, cfg.client_fingerprint_header), hsts=cfg.hsts)
         self.admission = ListenerAdmission(cfg, server.gate, time.monotonic())
         self.accepting = False
         self.held = False  # paused by admission (a slot or a token will resume it)

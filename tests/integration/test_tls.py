@@ -72,6 +72,19 @@ def test_certificate_chosen_by_sni_exact_then_wildcard(proxy_factory, upstream_f
     assert recs[0]["client_subject"] is None
 
 
+def test_hsts_replaces_the_upstreams_on_a_tls_listener(proxy_factory, upstream_factory, tmp_path, kit):
+    async def handler(req, reply):
+        await reply.send(200, headers=[("Strict-Transport-Security", "max-age=5")], body=b"ok")
+
+    up = upstream_factory(handler)
+    px = start(proxy_factory, up, tmp_path, [kit.server("a", ["a.test"])],
+               hsts="max-age=31536000; includeSubDomains")
+    with TLSClient(px.addr, kit.context(), "a.test") as c:
+        r = c.request("GET", "/x", host="a.test")
+    assert r.status == 200
+    assert [v for k, v in r.headers if k == "strict-transport-security"] == ["max-age=31536000; includeSubDomains"]
+
+
 def test_unknown_sni_default_or_reject(proxy_factory, upstream_factory, tmp_path, kit):
     up = upstream_factory()
     a = kit.server("a", ["a.test"])

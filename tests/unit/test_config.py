@@ -86,8 +86,22 @@ ERRORS = [
         None,
         "unknown key; expected one of: accept_burst, accept_rate, address, backlog, certificates, ciphers, "
         "client_allowed_sans, client_allowed_subjects, client_auth, client_ca, client_eku, client_fingerprint_header, "
-        "client_san_header, client_subject_header, groups, handshake_timeout, max_connections, max_connections_per_ip, "
+        "client_san_header, client_subject_header, groups, handshake_timeout, hsts, max_connections, max_connections_per_ip, "
         "min_tls_version, name, no_sni_policy, on_limit, proxy_protocol, session_tickets, sni_policy, strict_host, tls",
+    ),
+    (
+        "hsts without tls",
+        MINIMAL + '[[listeners]]\naddress = "127.0.0.1:8080"\nhsts = "max-age=600"\n',
+        "listeners[0].hsts",
+        '"max-age=600"',
+        'browsers ignore Strict-Transport-Security received over plain HTTP; expected "" on a listener without TLS',
+    ),
+    (
+        "hsts not a Strict-Transport-Security value",
+        MINIMAL + '[[listeners]]\naddress = "127.0.0.1:8080"\nhsts = "1 year"\n',
+        "listeners[0].hsts",
+        '"1 year"',
+        'expected "" or a value like "max-age=31536000; includeSubDomains"',
     ),
     (
         "unknown key in server table",
