@@ -777,6 +777,11 @@ class DownstreamConfig:
                                        "how long a body may be read before body_min_rate applies (slow starts are fine)")
     send_timeout: float = _spec(60.0, _duration(), "max time a write to a slow client may stall")
     keepalive_timeout: float = _spec(75.0, _duration(), "how long an idle client connection is kept open")
+    lingering_time: float = _spec(30.0, _duration(positive=False),
+                                  "after an answer that closes while the client may still be sending, read and "
+                                  "discard its bytes this long at most so it gets the answer, not a reset (0 = off)")
+    lingering_timeout: float = _spec(5.0, _duration(),
+                                     "while lingering, the longest wait for more client bytes before closing")
     keepalive_requests: int = _spec(1000, _integer(1), "requests served on one client connection before closing it")
     max_header_size: int = _spec(16 * 1024, _size(1024, 1024**2),
                                  "largest request head (request line + headers) accepted; bigger gets 431")

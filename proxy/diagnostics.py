@@ -42,6 +42,8 @@ def connection_state(conn) -> str:
         return "draining_body"
     if st == ds.S_TUNNEL:
         return "tunnel"
+    if st == ds.S_LINGER:
+        return "lingering"
     return "closed"
 
 

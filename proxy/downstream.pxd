@@ -11,7 +11,8 @@ cdef class Downstream:
     cdef public int scan, state, paused, requests, drained, _tkind
     cdef public long long body_limit, body_seen, rate_bytes
     cdef public double rate_t0, last_read, created, _timer_due, _deadline, _xtimer_due
-    cdef public bint client_eof, write_paused, _processing
+    cdef public bint client_eof, write_paused, _processing, body_done, timed_out
+    cdef public double linger_until
     cdef public object _timer, _send_timer, _xtimer, _xowner
 
     cdef _process(self)
@@ -23,6 +24,7 @@ cdef class Downstream:
     cdef _local_answer(self, head, status, str code, bytes rid, bytes trace, double started)
     cdef _log_local(self, head, status, code, rid, trace, started)
     cdef _next_request(self)
+    cdef _linger(self)
     cdef _pause(self, reason)
     cdef _resume(self, reasons)
     cdef _arm(self, kind, double delay)

@@ -57,6 +57,7 @@ S_RESP = 3
 S_DRAIN = 4
 S_TUNNEL = 5
 S_CLOSED = 6
+S_LINGER = 7  # answered and half-closed: reading and discarding until the client closes
 
 P_UPSTREAM = 1
 P_WAIT = 2
@@ -66,6 +67,7 @@ K_IDLE = 1
 FIRST_REQUEST_GRACE = 1.0  # seconds a fresh connection may take to send its request during a drain
 K_HEADER = 2
 K_BODY = 3
+K_LINGER = 4
 
 _monotonic = time.monotonic
 
@@ -102,6 +104,9 @@ class Downstream:
         self.rate_t0 = 0.0  # body rate measurement: start time and wire bytes since
         self.rate_bytes = 0
         self.client_eof = False
+        self.body_done = False  # the current request's body was read to its end
+        self.timed_out = False  # the client was too slow: no lingering for it
+        self.linger_until = 0.0
         self.write_paused = False
         self.last_read = 0.0
         self._processing = False
@@ -147,6 +152,8 @@ class Downstream:
             self._feed_body(data)
         elif state == S_TUNNEL:
             self.exchange.tunnel_data(data)
+        elif state == S_LINGER:  # discarded; the client is still sending, wait a little more
+            self._arm(K_LINGER, max(0.0, min(self.cfg.lingering_timeout, self.linger_until - _monotonic())))
 
     def eof_received(self):
         self.client_eof = True
@@ -236,6 +243,7 @@ class Downstream:
         server = self.server
         now = _monotonic()
         self.req_head = head
+        self.body_done = False
         self.decoder = codec.make_decoder(head.framing, head.content_length) if head.framing else None
         rid, trace, add_tp = self.headers.ids(head)
         rtarget = head.target
@@ -345,6 +353,7 @@ class Downstream:
                 self.exchange.body_data(payload)
         if rest is not None:
             self.decoder = None
+            self.body_done = True
             self._cancel_timer()
             if rest:
                 self.buf += rest
@@ -451,11 +460,15 @@ class Downstream:
     def response_done(self, keep: bool) -> None:
         """The response to the current request is complete."""
         self.exchange = None
+        head = self.req_head
         self.req_head = None
         if self.state == S_CLOSED:
             return
         if not keep:
-            self.close()
+            if self.buf or (head is not None and head.framing and not self.body_done):
+                self._linger()  # the client may still be sending
+            else:
+                self.close()
             return
         if self.decoder is not None:
             self.state = S_DRAIN
@@ -492,6 +505,31 @@ class Downstream:
             self.buf.clear()
             ex.tunnel_data(data)
 
+    def _linger(self) -> None:
+        """Close after an answer, nginx's lingering close: half-close, then read and discard.
+
+        Closing a socket with unread input makes the kernel send a reset,
+        which can destroy the answer (a 413, a 502 during an upload) before
+        the client reads it. Instead the answer is followed by a FIN and the
+        client's bytes are read and dropped until it closes, it stays quiet
+        ``lingering_timeout``, or ``lingering_time`` has passed. Not for TLS
+        (a half-close there would need close_notify first) nor for a client
+        cut off for being too slow.
+        """
+        t = self.transport
+        cfg = self.cfg
+        if (self.client_eof or self.timed_out or self.tls is not None or cfg.lingering_time <= 0
+                or not t.can_write_eof()):
+            self.close()
+            return
+        self.state = S_LINGER
+        self.buf.clear()
+        self.decoder = None
+        self._resume(P_PIPELINE | P_UPSTREAM | P_WAIT)
+        t.write_eof()  # after the answer already queued
+        self.linger_until = _monotonic() + cfg.lingering_time
+        self._arm(K_LINGER, min(cfg.lingering_timeout, cfg.lingering_time))
+
     def write(self, data: bytes) -> None:
         if self.state != S_CLOSED:
             self.transport.write(data)
@@ -512,6 +550,9 @@ class Downstream:
         send it, and is then served with ``Connection: close``; closing it at
         once would lose that request.
         """
+        if self.state == S_LINGER:
+            self.close()
+            return True
         if self.state == S_HEAD and not self.buf and self.exchange is None:
             if self.requests == 0:
                 self._arm(K_IDLE, min(FIRST_REQUEST_GRACE, self.cfg.header_timeout))
@@ -607,8 +648,12 @@ class Downstream:
             if state == S_HEAD and not self.buf:
                 metrics.timeout("downstream", "keepalive")
                 self.close()
+        elif kind == K_LINGER:
+            if state == S_LINGER:
+                self.close()
         elif kind == K_HEADER:
             if state == S_HEAD:
+                self.timed_out = True
                 metrics.timeout("downstream", "header")
                 self._reject(ParseError(408, "request_header_timeout", "request head not received in time"))
         elif kind == K_BODY and (state == S_BODY or state == S_DRAIN):
@@ -619,6 +664,7 @@ class Downstream:
                 self.rate_bytes = 0
                 self._arm(K_BODY, self._body_check_in(now))
                 return
+            self.timed_out = True  # (cleared below when not cut off after all)
             if self.last_read + self.cfg.body_timeout <= now:
                 metrics.timeout("downstream", "body")
                 code = "request_body_timeout"
@@ -626,6 +672,7 @@ class Downstream:
                 metrics.timeout("downstream", "body_rate")
                 code = "request_body_too_slow"
             else:
+                self.timed_out = False
                 self._arm(K_BODY, self._body_check_in(now))
                 return
             ex = self.exchange

@@ -130,3 +130,41 @@ def test_request_body_under_min_rate_gets_408(proxy_factory, upstream_factory, t
     m = px.metrics()
     assert metric_value(m, "http_timeouts_total", side="downstream", phase="body_rate") == 1
     assert metric_value(m, "http_timeouts_total", side="downstream", phase="body") == 0
+
+
+def test_413_reaches_a_client_still_uploading_then_lingering_close(proxy_factory, upstream_factory, tmp_path):
+    """The answer comes before the body: the proxy half-closes and discards
+    the rest (lingering close), so the client finishes sending, reads its 413
+    and a clean end, never a reset that could destroy the answer."""
+    import socket
+    import threading
+
+    up = upstream_factory()
+    px = proxy_factory(config=limits_config(up, tmp_path))
+    body = b"z" * (4 * 1024 * 1024)  # far more than the socket buffers hold
+    sock = socket.create_connection(px.addr, timeout=10)
+    sent: dict = {}
+
+    def upload():
+        try:
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            sock.shutdown(socket.SHUT_WR)
+            sent["ok"] = True
+        except OSError as exc:
+            sent["error"] = exc
+
+    t = threading.Thread(target=upload)
+    t.start()
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)  # a reset raises here
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        t.join(10)
+        sock.close()
+    assert sent == {"ok": True}, sent
+    assert status_of(data) == 413 and b"body_too_large" in data
+    assert up.requests == []
