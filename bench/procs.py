@@ -14,9 +14,25 @@ import socket
 import subprocess
 import time
 
-__all__ = ["free_port", "spawn", "stop", "stop_all", "wait_port"]
+__all__ = ["free_port", "group_stats", "spawn", "stop", "stop_all", "wait_port"]
 
 _procs: list[subprocess.Popen] = []
+
+
+def group_stats(pgid: int):
+    """``(pid, fields)`` for every process in process group ``pgid``: the fields of
+    /proc/PID/stat after the command name (``fields[2]`` the group, ``[11]`` and
+    ``[12]`` user and system clock ticks). A process gone meanwhile is skipped."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            yield d, fields
 
 
 def free_port() -> int:

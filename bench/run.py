@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.procs import _procs, free_port, spawn, stop, wait_port  # noqa: E402
+from bench.procs import _procs, free_port, group_stats, spawn, stop, wait_port  # noqa: E402
 
 LUA = ROOT / "bench" / "lua"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -56,18 +56,7 @@ TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 def cpu_seconds(pgid: int) -> float:
     """user+sys seconds of every process in the process group."""
-    total = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # field 5 (pgrp) after the comm
-            total += int(fields[11]) + int(fields[12])
-    return total / TICKS
+    return sum(int(f[11]) + int(f[12]) for _, f in group_stats(pgid)) / TICKS
 
 
 # ----------------------------------------------------------------------

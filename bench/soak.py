@@ -106,7 +106,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.procs import free_port, spawn, stop, stop_all, wait_port  # noqa: E402
+from bench.procs import free_port, group_stats, spawn, stop, stop_all, wait_port  # noqa: E402
 
 # ----------------------------------------------------------------------
 # limits of the verdict
@@ -647,14 +647,8 @@ def read_procs(pgid: int) -> dict:
     """Descriptors, RSS and CPU seconds summed over the proxy's process group: the proxy alone, or a
     supervisor and its workers when it runs several."""
     fds = rss = ticks = n = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    for d, fields in group_stats(pgid):
         try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # field 5 (pgrp) after the comm
-                continue
             fd = len(os.listdir(f"/proc/{d}/fd"))
             with open(f"/proc/{d}/status") as f:
                 kib = next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)

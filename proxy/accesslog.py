@@ -90,9 +90,38 @@ from typing import IO, Callable
 
 import orjson
 
-__all__ = ["AccessLog", "NullAccessLog", "add_tls_fields", "format_time"]
+__all__ = ["AccessLog", "NullAccessLog", "add_tls_fields", "format_time", "request_record"]
 
 _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
+
+
+def request_record(down, head, status: int, outcome: str, rid: bytes, trace: bytes, duration: float, *,
+                   route=None, upstream=None, server=None, bytes_in: int = 0, bytes_out: int = 0,
+                   connect_time=None, ttfb=None) -> dict:
+    """The access-log record of one request on client connection ``down``
+    (``head`` None when the request head itself was refused); ``time`` is
+    when the request started."""
+    record = {
+        "time": format_time(time.time() - duration),
+        "client": down.client_addr,
+        "method": head.method.decode("latin-1") if head is not None else None,
+        "path": head.target.decode("latin-1") if head is not None else None,
+        "status": status,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "route": route,
+        "upstream": upstream,
+        "server": server,
+        "connect_time": connect_time,
+        "ttfb": ttfb,
+        "duration": duration,
+        "request_id": rid.decode("latin-1"),
+        "trace_id": trace.decode("latin-1") or None,
+        "outcome": outcome,
+    }
+    if down.tls is not None:
+        add_tls_fields(record, down.tls)
+    return record
 
 
 def add_tls_fields(record: dict, tls) -> None:

@@ -44,7 +44,7 @@ except ImportError:  # Cython absent: this module runs as plain Python
 import orjson
 
 from . import codec
-from .accesslog import add_tls_fields, format_time
+from .accesslog import request_record
 from .answers import error_body, error_response, static_response
 from .codec import LengthDecoder, ParseError
 from .exchange import Exchange
@@ -400,27 +400,7 @@ class Downstream:
         log = self.server.accesslog
         if log is None:
             return
-        record = {
-            "time": format_time(time.time()),
-            "client": self.client_addr,
-            "method": head.method.decode("latin-1") if head else None,
-            "path": head.target.decode("latin-1") if head else None,
-            "status": status,
-            "bytes_in": 0,
-            "bytes_out": 0,
-            "route": None,
-            "upstream": None,
-            "server": None,
-            "connect_time": None,
-            "ttfb": None,
-            "duration": _monotonic() - started,
-            "request_id": rid.decode("latin-1"),
-            "trace_id": trace.decode("latin-1") or None,
-            "outcome": code,
-        }
-        if self.tls is not None:
-            add_tls_fields(record, self.tls)
-        log.log(record)
+        log.log(request_record(self, head, status, code, rid, trace, _monotonic() - started))
 
     # ------------------------------------------------------------------
     # answers

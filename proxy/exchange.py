@@ -46,7 +46,7 @@ except ImportError:  # Cython absent: this module runs as plain Python
         compiled = False
 
 from . import codec, errors
-from .accesslog import add_tls_fields, format_time
+from .accesslog import request_record
 from .answers import error_body, error_response
 from .breaker import Outcome, State
 from .upstream import OVERFLOW, QUEUED
@@ -776,26 +776,8 @@ class Exchange:
             ctx.metrics.client_request(self.cluster.name, self.resp.status)
         log = ctx.accesslog
         if log is not None:
-            head = self.head
             server = self.server
-            record = {
-                "time": format_time(time.time() - duration),
-                "client": self.down.client_addr,
-                "method": head.method.decode("latin-1"),
-                "path": head.target.decode("latin-1"),
-                "status": self.status,
-                "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out,
-                "route": route,
-                "upstream": self.cluster.name,
-                "server": server.name if server is not None else None,
-                "connect_time": self.connect_time,
-                "ttfb": self.ttfb,
-                "duration": duration,
-                "request_id": self.rid.decode("latin-1"),
-                "trace_id": self.trace.decode("latin-1") or None,
-                "outcome": outcome,
-            }
-            if self.down.tls is not None:
-                add_tls_fields(record, self.down.tls)
-            log.log(record)
+            log.log(request_record(self.down, self.head, self.status, outcome, self.rid, self.trace, duration,
+                                   route=route, upstream=self.cluster.name,
+                                   server=server.name if server is not None else None, bytes_in=self.bytes_in,
+                                   bytes_out=self.bytes_out, connect_time=self.connect_time, ttfb=self.ttfb))
