@@ -19,6 +19,10 @@ instead, per module:
   stale case, so an edit is never silently shadowed by an older build.
 - otherwise the compiled module.
 
+A module compiled by an earlier build but no longer in ``MODULES`` is
+judged the same way (its digest file says it was built as a core module),
+so a leftover build never shadows its source either.
+
 ``STATE`` records the choice per module name ("compiled" or "source"), for
 ``edgeproxy --version`` and the ``edgeproxy_build_info`` metric.
 """
@@ -55,15 +59,20 @@ def source_digest(py: str) -> str:
     return h.hexdigest()
 
 
+def _built(directory: str, short: str) -> str | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        built = os.path.join(directory, short + suffix)
+        if os.path.exists(built):
+            return built
+    return None
+
+
 def choose(directory: str, short: str) -> tuple[str, str]:
     """``("compiled", "")`` or ``("source", why)`` for module ``short`` in ``directory``."""
     if pure_requested():
         return "source", "EDGEPROXY_PURE"
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        built = os.path.join(directory, short + suffix)
-        if os.path.exists(built):
-            break
-    else:
+    built = _built(directory, short)
+    if built is None:
         return "source", "not compiled"
     try:
         with open(built + ".sha256") as f:
@@ -81,8 +90,15 @@ class _Finder:
 
     def find_spec(self, fullname, path=None, target=None):
         pkg, _, short = fullname.rpartition(".")
-        if pkg != self.package or short not in self.modules:
+        if pkg != self.package:
             return None
+        if short not in self.modules:
+            # a module compiled by an earlier build whose MODULES listed it: its digest still decides
+            if not os.path.exists(os.path.join(self.directory, short + ".py")):
+                return None
+            built = _built(self.directory, short)
+            if built is None or not os.path.exists(built + ".sha256"):
+                return None
         kind, why = choose(self.directory, short)
         STATE[fullname] = kind
         if kind == "compiled":

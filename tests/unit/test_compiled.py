@@ -75,6 +75,24 @@ def test_finder_loads_the_source_instead_of_a_stale_build(tmp_path, capfd):
     assert "built from another version of mod.py" in res.stderr
 
 
+def test_finder_judges_a_leftover_build_of_a_module_no_longer_listed(tmp_path, capfd):
+    pkg = tmp_path / "edgeproxy_probe_pkg2"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "old.py").write_text("WHO = 'source'\n")
+    built = pkg / ("old" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    built.write_bytes(b"\x7fELF not really")
+    (pkg / (built.name + ".sha256")).write_text("0" * 64 + "\n")  # built from another version
+    code = ("from proxy import compiled; "
+            f"compiled.install('edgeproxy_probe_pkg2', {str(pkg)!r}, ()); "
+            "import edgeproxy_probe_pkg2.old as m; print(m.WHO)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    env.pop("EDGEPROXY_PURE", None)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["source"]
+
+
 def run_version(pure: bool) -> str:
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("EDGEPROXY_PURE", None)
