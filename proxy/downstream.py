@@ -644,7 +644,6 @@ class Downstream:
                 self.rate_bytes = 0
                 self._arm(K_BODY, self._body_check_in(now))
                 return
-            self.timed_out = True  # (cleared below when not cut off after all)
             if self.last_read + self.cfg.body_timeout <= now:
                 metrics.timeout("downstream", "body")
                 code = "request_body_timeout"
@@ -652,9 +651,9 @@ class Downstream:
                 metrics.timeout("downstream", "body_rate")
                 code = "request_body_too_slow"
             else:
-                self.timed_out = False
                 self._arm(K_BODY, self._body_check_in(now))
                 return
+            self.timed_out = True
             ex = self.exchange
             if ex is not None and ex.resp is None and not ex.finished:
                 ex._fail_client(408, code)

@@ -32,7 +32,6 @@ cdef class Exchange:
     cdef _fail(self, err)
     cdef _abort_midstream(self, str outcome)
     cdef _arm(self, double when)
-    cdef _cancel_timer(self)
     cdef _arm_wait_head(self)
     cdef _release(self, bint reusable)
     cdef _finish(self, str outcome)

@@ -605,7 +605,6 @@ class Exchange:
         the ``tries`` budget (nginx and Envoy do the same). Other retryable
         failures go through the normal budget, to another server.
         """
-        self._cancel_timer()
         if stale:
             self._unjudge()  # the pool's race with an idle close, not the server's fault
         elif isinstance(err, (errors.ResponseTimeout, errors.RequestDeadline)):
@@ -686,9 +685,8 @@ class Exchange:
         later nor the next keep-alive request costs a timer operation.
         """
         self.down.arm_exchange(self, when)
-
-    def _cancel_timer(self) -> None:
-        """Nothing left to time: a fire finds nothing due (``finished`` or no deadline)."""
+        # Nothing is ever cancelled: a fire with nothing due (``finished``, or no
+        # deadline in the current phase) does nothing.
 
     def _arm_wait_head(self) -> None:
         """Arm the earliest deadline that applies while waiting for a head."""
@@ -700,8 +698,6 @@ class Exchange:
             nxt = min(nxt, self.stall_since + cfg.body_timeout)
         if nxt != float("inf"):
             self._arm(nxt)
-        else:
-            self._cancel_timer()
 
     def _on_timer(self) -> None:
         if self.finished:
@@ -765,7 +761,6 @@ class Exchange:
         if self.inflight_cluster is not None:
             self.inflight_cluster.inflight.release()
             self.inflight_cluster = None
-        self._cancel_timer()
         self.outcome = outcome
         now = _monotonic()
         duration = now - self.started

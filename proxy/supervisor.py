@@ -434,9 +434,7 @@ class Supervisor:
             # The listening sockets close now, as nginx's do: a new connection is refused at once
             # (a balancer or client retries elsewhere) instead of waiting in an accept queue nobody
             # will serve and being reset at exit. The workers close their copies as they drain.
-            for socks in self.sockets.values():
-                for s in socks:
-                    s.close()
+            self._close_sockets()
             log.event("draining", workers=len(self.workers))
         for w in [*self.workers, *self.retired]:
             w.retiring = True
@@ -451,10 +449,13 @@ class Supervisor:
             self.health.stop()
         if self.admin is not None:
             self.admin.close()
+        self._close_sockets()
+        log.event("stopped")
+
+    def _close_sockets(self) -> None:
         for socks in self.sockets.values():
             for s in socks:
                 s.close()
-        log.event("stopped")
 
     # -- admin -------------------------------------------------------------------
     def readiness(self) -> tuple[bool, list[str]]:

@@ -22,9 +22,9 @@ def moddir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def fake_build(directory, digest: str | None) -> None:
+def fake_build(directory, digest: str | None, module: str = "mod") -> None:
     """An extension file (never imported here) and, unless None, the digest the build writes beside it."""
-    built = directory / ("mod" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    built = directory / (module + importlib.machinery.EXTENSION_SUFFIXES[0])
     built.write_bytes(b"\x7fELF not really")
     if digest is not None:
         (directory / (built.name + ".sha256")).write_text(digest + "\n")
@@ -58,39 +58,33 @@ def test_pure_forces_source(moddir, monkeypatch):
     assert compiled.choose(str(moddir), "mod") == ("source", "EDGEPROXY_PURE")
 
 
-def test_finder_loads_the_source_instead_of_a_stale_build(tmp_path, capfd):
-    pkg = tmp_path / "edgeproxy_probe_pkg"
+def import_with_finder(tmp_path, package: str, module: str, listed: tuple, digest: str):
+    """Import ``package.module`` in a fresh interpreter with the finder installed for ``listed``
+    modules, beside a fake build whose digest is ``digest``; the completed process."""
+    pkg = tmp_path / package
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "mod.py").write_text("WHO = 'source'\n")
-    fake_build(pkg, "0" * 64)  # a build of something else: importing it would fail
-    code = ("import sys; from proxy import compiled; "
-            f"compiled.install('edgeproxy_probe_pkg', {str(pkg)!r}, ('mod',)); "
-            "import edgeproxy_probe_pkg.mod as m; print(m.WHO, compiled.STATE['edgeproxy_probe_pkg.mod'])")
+    (pkg / f"{module}.py").write_text("WHO = 'source'\n")
+    fake_build(pkg, digest, module)  # a build of something else: importing it would fail
+    code = ("from proxy import compiled; "
+            f"compiled.install({package!r}, {str(pkg)!r}, {listed!r}); "
+            f"import {package}.{module} as m; print(m.WHO, compiled.STATE.get({package + '.' + module!r}))")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
     env.pop("EDGEPROXY_PURE", None)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_finder_loads_the_source_instead_of_a_stale_build(tmp_path):
+    res = import_with_finder(tmp_path, "edgeproxy_probe_pkg", "mod", ("mod",), "0" * 64)
     assert res.stdout.split() == ["source", "source"]
     assert "built from another version of mod.py" in res.stderr
 
 
-def test_finder_judges_a_leftover_build_of_a_module_no_longer_listed(tmp_path, capfd):
-    pkg = tmp_path / "edgeproxy_probe_pkg2"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "old.py").write_text("WHO = 'source'\n")
-    built = pkg / ("old" + importlib.machinery.EXTENSION_SUFFIXES[0])
-    built.write_bytes(b"\x7fELF not really")
-    (pkg / (built.name + ".sha256")).write_text("0" * 64 + "\n")  # built from another version
-    code = ("from proxy import compiled; "
-            f"compiled.install('edgeproxy_probe_pkg2', {str(pkg)!r}, ()); "
-            "import edgeproxy_probe_pkg2.old as m; print(m.WHO)")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
-    env.pop("EDGEPROXY_PURE", None)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["source"]
+def test_finder_judges_a_leftover_build_of_a_module_no_longer_listed(tmp_path):
+    res = import_with_finder(tmp_path, "edgeproxy_probe_pkg2", "old", (), "0" * 64)
+    assert res.stdout.split() == ["source", "source"]
 
 
 def run_version(pure: bool) -> str:
