@@ -37,7 +37,7 @@ import sys
 
 __all__ = ["MODULES", "STATE", "choose", "core_kind", "install", "pure_requested", "source_digest"]
 
-MODULES = ("exchange", "downstream", "upstream")
+MODULES = ("exchange", "downstream", "upstream", "metrics", "breaker", "pool", "headers", "routing", "balancer")
 STATE: dict[str, str] = {}
 _PACKAGE = "proxy"
 _DIR = os.path.dirname(os.path.abspath(__file__))
