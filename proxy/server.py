@@ -95,6 +95,8 @@ class Listener:
         else:
             self.sock = _bind(cfg.address.host, cfg.address.port, cfg.backlog)
         self.address = format_addr(self.sock.getsockname())
+        # accepted sockets inherit TCP_NODELAY and the keep-alive options from here (see set_tcp_keepalive)
+        set_tcp_keepalive(self.sock, server.config.downstream.tcp_keepalive, listening=True)
         # socket.accept() rebuilds the family and type enums of the listening socket for every
         # connection; _accept() (the C call under it) with these ints saved does the same work
         s = self.sock
@@ -323,8 +325,8 @@ class ProxyServer:
 
     def accept(self, sock: socket.socket, listener: Listener, ip: str = "") -> None:
         """An admitted connection becomes a transport with a Downstream."""
-        sock.setblocking(False)
-        set_tcp_keepalive(sock, self.config.downstream.tcp_keepalive)
+        # non-blocking mode and TCP options: the event loop's transport sets the one, the listening
+        # socket passed on the others (Listener.__init__)
         name = listener.name
         if listener.tls is not None:
             accepted_at = time.monotonic()

@@ -42,11 +42,20 @@ QUEUED = 2
 OVERFLOW = 3
 
 
-def set_tcp_keepalive(sock, cfg) -> None:
-    """TCP_NODELAY plus SO_KEEPALIVE with the configured timings."""
+def set_tcp_keepalive(sock, cfg, listening: bool = False) -> None:
+    """TCP_NODELAY plus SO_KEEPALIVE with the configured timings.
+
+    ``listening``: ``sock`` is a listening socket. Linux copies these options
+    into every socket accepted from it, so a listener sets them once instead
+    of five system calls per accepted connection; a listening socket kept
+    across a reload (the supervisor's) also has keep-alive switched off when
+    the new configuration disables it."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if cfg.enabled:
+        if not cfg.enabled:
+            if listening:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
+        else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             if hasattr(socket, "TCP_KEEPIDLE"):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(cfg.idle)))

@@ -6,9 +6,12 @@ counters moved.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import socket
 import ssl
+import threading
 
 import pytest
 
@@ -264,6 +267,64 @@ def test_session_resumption(proxy_factory, upstream_factory, tmp_path, kit):
     m = px.metrics()
     assert total(m, "tls_sessions_resumed_total") == 1
     assert px.access_records(2)[-1]["tls_resumed"] is True
+
+
+@contextlib.contextmanager
+def _released(event: threading.Event):
+    try:
+        yield
+    finally:
+        event.set()  # a failing test leaves no upstream handler waiting
+
+
+def test_tls13_session_tickets_leave_with_the_first_answer(proxy_factory, upstream_factory, tmp_path, kit):
+    # a client whose first request comes with its Finished gets the session tickets in the same
+    # write as the answer, not in a write of their own before it
+    got, release = threading.Event(), threading.Event()
+
+    async def held(req, reply):
+        got.set()
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 10)
+        await reply.send(200, body=b"ok")
+
+    up = upstream_factory(held)
+    px = start(proxy_factory, up, tmp_path, [kit.server("a", ["a.test"])])
+    ctx = kit.context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="a.test")
+    with socket.create_connection(px.addr, timeout=5) as raw, _released(release):
+        while True:  # the handshake by hand, so the Finished and the request leave in one send
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        tls.write(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        raw.sendall(outgoing.read())
+        assert got.wait(5)
+        # the request reached the upstream; on loopback anything written before it is already here
+        raw.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            raw.recv(65536)
+        raw.setblocking(True)
+        release.set()
+        answer = b""
+        while b"ok" not in answer:
+            data = raw.recv(65536)
+            assert data, answer
+            incoming.write(data)
+            try:
+                answer += tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+        assert answer.startswith(b"HTTP/1.1 200")
+        session = tls.session
+    assert session is not None and session.has_ticket
+    with TLSClient(px.addr, ctx, "a.test", session=session) as c:
+        assert c.request("GET", "/2", host="a.test").status == 200
+        assert c.sock.session_reused
 
 
 def test_tls12_minimum_refuses_older_versions(proxy_factory, upstream_factory, tmp_path, kit):
