@@ -330,19 +330,20 @@ class TLSInfo:
 class TLSTransport(asyncio.Transport):
     """What the Downstream sees: a transport that encrypts and decrypts."""
 
-    __slots__ = ("_conn", "_raw", "_sslobj", "_outgoing")
+    __slots__ = ("_conn", "_raw", "_sslobj", "_records", "_outgoing")
 
     def __init__(self, conn: "TLSConnection"):
         super().__init__()
         self._conn = conn
         self._raw = conn.raw
         self._sslobj = conn.sslobj
+        self._records = conn.records
         self._outgoing = conn.outgoing
 
     def write(self, data) -> None:
         if not data:
             return
-        sslobj = self._sslobj
+        sslobj = self._records
         try:
             n = sslobj.write(data)
             while n < len(data):  # only with partial writes; the memory BIO normally takes it all
@@ -384,7 +385,7 @@ class TLSTransport(asyncio.Transport):
         conn = self._conn
         conn.app_paused = False
         self._raw.resume_reading()
-        if conn.incoming.pending or self._sslobj.pending():
+        if conn.incoming.pending or self._records.pending():
             conn.server.loop.call_soon(conn.read_app)  # bytes decrypted or received while paused
 
     def is_reading(self) -> bool:
@@ -420,6 +421,7 @@ class TLSConnection(asyncio.Protocol):
         self.contexts = listener.tls
         self.raw = None
         self.sslobj = None
+        self.records = None  # the C object under sslobj (see connection_made)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.app = None  # the Downstream, once the handshake is done
@@ -442,6 +444,9 @@ class TLSConnection(asyncio.Protocol):
             self.peer = f"{peer[0]}:{peer[1]}"
         self.sslobj = self.contexts.default.wrap_bio(self.incoming, self.outgoing, server_side=True)
         self.sslobj._edge_conn = self
+        # the data path calls the C object under ssl.SSLObject: the same read, write and pending,
+        # without the wrapper's Python frame on every call (it only forwards)
+        self.records = getattr(self.sslobj, "_sslobj", self.sslobj)
         self.timer = self.server.loop.call_later(self.listener.cfg.handshake_timeout, self._timed_out)
         self.server.handshake_started(self)
 
@@ -551,7 +556,7 @@ class TLSConnection(asyncio.Protocol):
     def read_app(self) -> None:
         """Decrypt what has arrived and hand it to the Downstream (until it pauses)."""
         app = self.app
-        sslobj = self.sslobj
+        sslobj = self.records
         incoming = self.incoming
         while not self.app_paused:
             try:
