@@ -61,8 +61,6 @@ import ssl
 import time
 
 from . import log
-from .certs import CertError, CertificateSelector, load_certificate
-from .clientcert import ClientCertPolicy
 
 __all__ = ["FAILURE_REASONS", "TICKET_KEYS_SIZE", "TLSConnection", "TLSContexts", "TLSInfo", "TLSSetupError",
            "failure_reason", "load_listener_tls", "new_ticket_keys", "set_ticket_keys"]
@@ -234,6 +232,11 @@ class TLSContexts:
     """
 
     def __init__(self, cfg, ticket_keys: bytes | None = None):
+        # certificate handling (``cryptography``, about a fifth of the proxy's start-up) is imported
+        # by the first TLS listener, not by every start
+        from .certs import CertError, CertificateSelector, load_certificate
+        from .clientcert import ClientCertPolicy
+
         self.cfg = cfg
         self.ticket_keys = ticket_keys
         self.certificates = []
