@@ -67,6 +67,14 @@ def _bind(host: str, port: int, backlog: int, reuse_port: bool = False) -> socke
     return sock
 
 
+def upstream_reasons(config, routed) -> list[str]:
+    """Readiness reasons from the routed clusters: one per cluster with no usable server
+    (none when ``[admin] readyz_upstreams`` is off)."""
+    if not config.admin.readyz_upstreams:
+        return []
+    return [f"upstream_down:{c.name}" for c in routed if not c.usable()]
+
+
 def format_addr(addr) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -418,10 +426,7 @@ class ProxyServer:
             reasons.append("draining")
         if not self.listeners or any(lst.closed for lst in self.listeners):
             reasons.append("listener_closed")
-        if self.config.admin.readyz_upstreams:
-            for c in self.routed:
-                if not c.usable():
-                    reasons.append(f"upstream_down:{c.name}")
+        reasons += upstream_reasons(self.config, self.routed)
         return not reasons, reasons
 
     # ------------------------------------------------------------------

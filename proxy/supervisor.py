@@ -63,7 +63,7 @@ from . import __version__, codec, compiled, log
 from .config import ConfigError, load_config
 from .metrics import Metrics
 from .metrics_merge import merge
-from .server import _bind, format_addr
+from .server import _bind, format_addr, upstream_reasons
 from .tls import load_listener_tls, new_ticket_keys
 from .worker import Bootstrap
 
@@ -465,10 +465,8 @@ class Supervisor:
         for w in self.workers:
             if not w.ready.is_set() or w.proc is None or w.proc.returncode is not None:
                 reasons.append(f"worker_not_ready:{w.slot}")
-        if self.probe is not None and self.config.admin.readyz_upstreams:
-            for c in self.probe.routed:
-                if not c.usable():
-                    reasons.append(f"upstream_down:{c.name}")
+        if self.probe is not None:
+            reasons += upstream_reasons(self.config, self.probe.routed)
         return not reasons, reasons
 
     async def fetch(self, w: _Worker, path: str) -> bytes | None:
