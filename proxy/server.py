@@ -293,13 +293,12 @@ class ProxyServer:
     # ------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
-        conns = cfg.server.max_connections or sum(lst.max_connections for lst in cfg.listeners)
-        if conns:
-            # raise the descriptor limit toward what the caps need (client
-            # connections, their upstream connections, pools, slack)
-            soft, _hard = sysinfo.raise_nofile(2 * conns + 256)
-            if soft < 2 * conns + 256:
-                log.warn("nofile_limit", soft=soft, needed=2 * conns + 256)
+        # raise the descriptor limit toward what the caps can hold open (the figure `check` judges too);
+        # uncapped, as far as the hard limit allows
+        needed = sysinfo.descriptors_needed(cfg)
+        soft, _hard = sysinfo.raise_nofile(needed or sysinfo.FD_UNCAPPED)
+        if needed is not None and soft < needed:
+            log.warn("nofile_limit", soft=soft, needed=needed)
         for w in sysinfo.system_warnings(cfg):
             log.warn("system", detail=w)
         if self.accesslog is not None:

@@ -8,7 +8,9 @@
   /proc/net/netstat (host-wide, cumulative): SYNs dropped because an accept
   queue was full.
 * ``somaxconn()``: the kernel's silent cap on every listen backlog.
-* ``raise_nofile(needed)``: lift the soft RLIMIT_NOFILE toward the hard one.
+* ``raise_nofile(needed)``: lift the soft RLIMIT_NOFILE toward the hard one;
+  ``descriptors_needed(cfg)``: what the configured caps can hold open at
+  once (the runtime raises the limit to it, ``check`` warns against it).
 * ``cpu_quota()``: the CPUs a cgroup CPU quota allows this process (a
   container's CPU limit), which the affinity mask does not show.
 """
@@ -75,6 +77,32 @@ def raise_nofile(needed: int) -> tuple[int, int]:
     return soft, hard
 
 
+# descriptors besides connections: listening sockets, logs, admin, health checks, the event loop's own
+FD_SLACK = 256
+# what an uncapped proxy asks for (the kernel's default fs.nr_open; never above the hard limit)
+FD_UNCAPPED = 1 << 20
+
+
+def descriptors_needed(cfg) -> int | None:
+    """File descriptors the configured caps can hold open at once, or None when client connections
+    are not capped (``[server] max_connections``, or every listener's ``max_connections``).
+
+    Every client connection, an upstream connection for each of them in flight plus the idle pools
+    (all bounded by the clusters' per-server ``max_connections`` where every cluster sets one), and
+    ``FD_SLACK``."""
+    conns = cfg.server.max_connections
+    if not conns and cfg.listeners and all(lst.max_connections for lst in cfg.listeners):
+        conns = sum(lst.max_connections for lst in cfg.listeners)
+    if not conns:
+        return None
+    ups = list(cfg.upstreams.values())
+    upstream = conns + sum(min(len(u.servers) * u.pool.max_idle_per_server, u.pool.max_idle_total) for u in ups)
+    caps = [len(u.servers) * u.limits.max_connections for u in ups]
+    if caps and all(caps):
+        upstream = min(upstream, sum(caps))
+    return conns + upstream + FD_SLACK
+
+
 def system_warnings(cfg) -> list[str]:
     """Warnings about this machine for a config (printed by run and check)."""
     out = []
@@ -84,17 +112,12 @@ def system_warnings(cfg) -> list[str]:
             if lst.backlog > cap:
                 out.append(f"listeners {lst.name}: backlog {lst.backlog} exceeds net.core.somaxconn {cap}; "
                            f"the kernel silently uses {cap}")
-    conns = cfg.server.max_connections
-    if not conns and all(lst.max_connections for lst in cfg.listeners):
-        conns = sum(lst.max_connections for lst in cfg.listeners)
-    if conns:
-        pools = sum(len(u.servers) * max(u.pool.max_idle_per_server, u.limits.max_connections)
-                    for u in cfg.upstreams.values())
-        needed = conns + pools + 64
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = descriptors_needed(cfg)
+    if needed is not None:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard != resource.RLIM_INFINITY and needed > hard:
-            out.append(f"max_connections {conns} plus upstream pools need about {needed} file descriptors; "
-                       f"the hard RLIMIT_NOFILE is {hard}")
+            out.append(f"the connection caps (clients, their upstream connections, idle pools) need about "
+                       f"{needed} file descriptors; the hard RLIMIT_NOFILE is {hard}")
     return out
 
 
