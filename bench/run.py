@@ -2,9 +2,9 @@
 """Benchmark edgeproxy side by side with nginx (and HAProxy when installed).
 
     python3 bench/run.py [--duration 10] [--connections 50] [--scenarios get,post1k,...]
-                         [--proxies edgeproxy,edgeproxy-pure,nginx,haproxy] [--json FILE]
+                         [--proxies edgeproxy,edgeproxy-pure,nginx,haproxy] [--repeat N] [--json FILE]
 
-One run, one machine: an upstream (nginx `return 200` when nginx is
+One machine: an upstream (nginx `return 200` when nginx is
 installed, else edgeproxy's built-in demo upstream) and wrk share one core;
 each proxy under test is pinned alone to the other core with taskset. For
 every proxy and scenario it reports requests/s, latency p50/p99 from
@@ -12,6 +12,12 @@ every proxy and scenario it reports requests/s, latency p50/p99 from
 /proc/PID/stat before and after the run, divided by the requests wrk
 completed): the figure that does not depend on which side saturates first.
 Ratios are to nginx. Every process it starts is stopped on exit or Ctrl-C.
+
+``--repeat N`` measures everything N times, the proxies taking turns (round
+r runs every scenario on every proxy before round r+1 starts), and reports
+the median of each figure: on a noisy machine (a VM whose identical runs
+differ by tens of percent) that steadies the ratios. The JSON keeps every
+run.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -210,6 +217,16 @@ backend be
 
 
 # ----------------------------------------------------------------------
+def start_proxy(name: str, tmp: Path, up_port: int) -> tuple[dict, subprocess.Popen]:
+    if name == "edgeproxy":
+        return start_edgeproxy(tmp, up_port, pure=False)
+    if name == "edgeproxy-pure":
+        return start_edgeproxy(tmp, up_port, pure=True)
+    if name == "nginx":
+        return start_nginx_proxy(tmp, up_port)
+    return start_haproxy(tmp, up_port)
+
+
 def parse_wrk(out: str) -> dict:
     def dur(text: str) -> float:
         m = re.match(r"([\d.]+)(us|ms|s|m)", text)
@@ -259,6 +276,20 @@ def measure(name: str, port: dict, proc: subprocess.Popen, scenario: str, args) 
     return res
 
 
+def summarize(runs: list[dict]) -> dict:
+    """One row from the runs of one proxy and scenario: the median of each figure (a figure missing
+    from any run, like wrk's latency for pipelined requests, stays missing); every run kept."""
+    out = dict(runs[0])
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"):
+        vals = [r.get(key) for r in runs]
+        out[key] = statistics.median(vals) if all(v is not None for v in vals) else None
+    out["requests"] = sum(r["requests"] for r in runs)
+    out["non2xx"] = sum(r.get("non2xx", 0) for r in runs)
+    if len(runs) > 1:
+        out["runs"] = runs
+    return out
+
+
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -272,6 +303,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1,
                     help="worker processes per proxy (nginx worker_processes, HAProxy nbthread); with 2 or more "
                          "the proxies get cores 0..N-1 and share them with wrk and the upstream")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="measure everything N times, proxies taking turns, and report medians")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     ap.add_argument("--plot", nargs="?", const=str(ROOT / "bench" / "results" / "latest.png"), default=None,
                     metavar="PNG", help="also draw a bar chart (needs matplotlib)")
@@ -297,23 +330,33 @@ def main() -> int:
         up_port, up_proc, up_kind = start_upstream(tmp)
         print(f"upstream: {up_kind} on core {LOAD_CPU}; proxies on core {PROXY_CPU}; wrk -t1 -c{args.connections} "
               f"-d{args.duration:g}s on core {LOAD_CPU}", file=sys.stderr)
-        for name in wanted:
-            if name == "edgeproxy":
-                port, proc = start_edgeproxy(tmp, up_port, pure=False)
-            elif name == "edgeproxy-pure":
-                port, proc = start_edgeproxy(tmp, up_port, pure=True)
-            elif name == "nginx":
-                port, proc = start_nginx_proxy(tmp, up_port)
-            else:
-                port, proc = start_haproxy(tmp, up_port)
-            try:
-                for sc in scenarios:
-                    print(f"  {name:15s} {sc:10s} ...", end="", flush=True, file=sys.stderr)
-                    r = measure(name, port, proc, sc, args)
-                    results.append(r)
-                    print(f" {r['rps']:10.0f} req/s  cpu {fmt(r['cpu_us_per_req'], '.1f')} us/req", file=sys.stderr)
-            finally:
-                stop(proc)
+        rounds = max(1, args.repeat)
+        runs: dict[tuple[str, str], list[dict]] = {}
+        if rounds == 1:
+            started = None  # one proxy at a time, as it always ran
+            order = [[(name, sc) for name in wanted for sc in scenarios]]
+        else:
+            started = {name: start_proxy(name, tmp, up_port) for name in wanted}  # idle ones cost nothing
+            order = [[(name, sc) for sc in scenarios for name in wanted] for _ in range(rounds)]
+        for rnd, jobs in enumerate(order, 1):
+            if rounds > 1:
+                print(f"round {rnd}/{rounds}", file=sys.stderr)
+            current = None
+            for name, sc in jobs:
+                if started is not None:
+                    port, proc = started[name]
+                elif current is None or current[0] != name:
+                    if current is not None:
+                        stop(current[2])
+                    current = (name, *start_proxy(name, tmp, up_port))
+                    port, proc = current[1], current[2]
+                print(f"  {name:15s} {sc:10s} ...", end="", flush=True, file=sys.stderr)
+                r = measure(name, port, proc, sc, args)
+                runs.setdefault((name, sc), []).append(r)
+                print(f" {r['rps']:10.0f} req/s  cpu {fmt(r['cpu_us_per_req'], '.1f')} us/req", file=sys.stderr)
+            if current is not None:
+                stop(current[2])
+        results = [summarize(runs[(name, sc)]) for name in wanted for sc in scenarios if (name, sc) in runs]
         stop(up_proc)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -337,7 +380,7 @@ def main() -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": {"cpus": NCPU, "python": sys.version.split()[0]},
                                            "duration": args.duration, "connections": args.connections,
-                                           "workers": args.workers,
+                                           "workers": args.workers, "repeat": max(1, args.repeat),
                                            "results": results}, indent=2))
     print(f"\nresults written to {args.json}", file=sys.stderr)
     if args.plot:
