@@ -417,6 +417,14 @@ class Exchange:
             self.down.write(out)
             self._response_complete(rest)
             return
+        if framing == FRAMING_LENGTH and len(rest) >= head.content_length:
+            # the whole body came with the head (most small responses): head and body in one write,
+            # no decoder, no body timer
+            n = head.content_length
+            self.bytes_out += n
+            self.down.write(out + rest[:n])
+            self._response_complete(rest[n:], True)
+            return
         # the head is held and leaves with the first body bytes (one write)
         self.held_down = out
         self.phase = BODY
