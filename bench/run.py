@@ -6,7 +6,8 @@
 
 One machine: an upstream (nginx `return 200` when nginx is
 installed, else edgeproxy's built-in demo upstream) and wrk share one core;
-each proxy under test is pinned alone to the other core with taskset. For
+the proxies under test are pinned to the other core with taskset and take
+turns (each scenario on every proxy in turn; the one not measured is idle). For
 every proxy and scenario it reports requests/s, latency p50/p99 from
 `wrk --latency`, and the proxy's own CPU time per request (user+sys from
 /proc/PID/stat before and after the run, divided by the requests wrk
@@ -332,30 +333,21 @@ def main() -> int:
               f"-d{args.duration:g}s on core {LOAD_CPU}", file=sys.stderr)
         rounds = max(1, args.repeat)
         runs: dict[tuple[str, str], list[dict]] = {}
-        if rounds == 1:
-            started = None  # one proxy at a time, as it always ran
-            order = [[(name, sc) for name in wanted for sc in scenarios]]
-        else:
-            started = {name: start_proxy(name, tmp, up_port) for name in wanted}  # idle ones cost nothing
-            order = [[(name, sc) for sc in scenarios for name in wanted] for _ in range(rounds)]
-        for rnd, jobs in enumerate(order, 1):
+        # every proxy runs from the start (an idle one costs nothing); they take turns per scenario
+        started = {name: start_proxy(name, tmp, up_port) for name in wanted}
+        for rnd in range(1, rounds + 1):
             if rounds > 1:
                 print(f"round {rnd}/{rounds}", file=sys.stderr)
-            current = None
-            for name, sc in jobs:
-                if started is not None:
+            for sc in scenarios:
+                for name in wanted:
                     port, proc = started[name]
-                elif current is None or current[0] != name:
-                    if current is not None:
-                        stop(current[2])
-                    current = (name, *start_proxy(name, tmp, up_port))
-                    port, proc = current[1], current[2]
-                print(f"  {name:15s} {sc:10s} ...", end="", flush=True, file=sys.stderr)
-                r = measure(name, port, proc, sc, args)
-                runs.setdefault((name, sc), []).append(r)
-                print(f" {r['rps']:10.0f} req/s  cpu {fmt(r['cpu_us_per_req'], '.1f')} us/req", file=sys.stderr)
-            if current is not None:
-                stop(current[2])
+                    print(f"  {name:15s} {sc:10s} ...", end="", flush=True, file=sys.stderr)
+                    r = measure(name, port, proc, sc, args)
+                    runs.setdefault((name, sc), []).append(r)
+                    print(f" {r['rps']:10.0f} req/s  cpu {fmt(r['cpu_us_per_req'], '.1f')} us/req",
+                          file=sys.stderr)
+        for _, proc in started.values():
+            stop(proc)
         results = [summarize(runs[(name, sc)]) for name in wanted for sc in scenarios if (name, sc) in runs]
         stop(up_proc)
     except KeyboardInterrupt:
