@@ -21,14 +21,21 @@ from __future__ import annotations
 import random
 from typing import Callable, Optional, Sequence
 
+try:
+    import cython
+except ImportError:  # Cython absent: this module runs as plain Python
+    class cython:  # noqa: N801
+        compiled = False
+
 from .breaker import State
 
 
 class ServerState:
     """What the proxy knows about one upstream server right now."""
 
-    __slots__ = ("host", "port", "name", "weight", "active", "connect_failed", "current", "breaker", "clock",
-                 "healthy", "check_failing", "served", "peak_active", "last_error")
+    if not cython.compiled:  # compiled (balancer.pxd), the fields are typed slots
+        __slots__ = ("host", "port", "name", "weight", "active", "connect_failed", "current", "breaker", "clock",
+                     "healthy", "check_failing", "served", "peak_active", "last_error")
 
     def __init__(self, host: str, port: int, weight: int = 1, breaker=None, clock: Callable[[], float] = None):
         self.host = host

@@ -19,9 +19,16 @@ instead, per module:
   stale case, so an edit is never silently shadowed by an older build.
 - otherwise the compiled module.
 
+The listed modules are one unit: compiled, they reach each other's
+extension types as C structs (``cimport`` in the .pxd files: the exchange
+reads its server's, cluster's and connection's fields directly), so a
+compiled module beside the source of one it cimports would not even import.
+When any listed module has to run its source, every listed module does
+(one line on stderr names the first one and why).
+
 A module compiled by an earlier build but no longer in ``MODULES`` is
-judged the same way (its digest file says it was built as a core module),
-so a leftover build never shadows its source either.
+judged alone the same way (its digest file says it was built as a core
+module), so a leftover build never shadows its source either.
 
 ``STATE`` records the choice per module name ("compiled" or "source"), for
 ``edgeproxy --version`` and the ``edgeproxy_build_info`` metric.
@@ -35,7 +42,7 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["MODULES", "STATE", "choose", "core_kind", "install", "pure_requested", "source_digest"]
+__all__ = ["MODULES", "STATE", "choose", "choose_all", "core_kind", "install", "pure_requested", "source_digest"]
 
 MODULES = ("exchange", "downstream", "upstream", "metrics", "breaker", "pool", "headers", "routing", "balancer")
 STATE: dict[str, str] = {}
@@ -84,28 +91,47 @@ def choose(directory: str, short: str) -> tuple[str, str]:
     return "compiled", ""
 
 
+def choose_all(directory: str, modules) -> tuple[str, str, str]:
+    """``("compiled", "", "")`` when every one of ``modules`` can run compiled, else
+    ``("source", first module that cannot, why)``: they run together or not at all."""
+    for short in modules:
+        kind, why = choose(directory, short)
+        if kind != "compiled":
+            return kind, short, why
+    return "compiled", "", ""
+
+
 class _Finder:
     def __init__(self, package: str, directory: str, modules) -> None:
-        self.package, self.directory, self.modules = package, directory, frozenset(modules)
+        self.package, self.directory, self.modules = package, directory, tuple(modules)
+        self._group = None  # choose_all's answer for the listed modules, decided at the first import
 
     def find_spec(self, fullname, path=None, target=None):
         pkg, _, short = fullname.rpartition(".")
         if pkg != self.package:
             return None
-        if short not in self.modules:
+        if short in self.modules:
+            if self._group is None:
+                self._group = choose_all(self.directory, self.modules)
+                _, culprit, why = self._group
+                if why == "stale":
+                    print(f"edgeproxy: the compiled {pkg}.{culprit} was built from another version of {culprit}.py; "
+                          "running the source of the whole core (rebuild with: pip install -e .)", file=sys.stderr)
+            kind = self._group[0]
+        else:
             # a module compiled by an earlier build whose MODULES listed it: its digest still decides
             if not os.path.exists(os.path.join(self.directory, short + ".py")):
                 return None
             built = _built(self.directory, short)
             if built is None or not os.path.exists(built + ".sha256"):
                 return None
-        kind, why = choose(self.directory, short)
+            kind, why = choose(self.directory, short)
+            if why == "stale":
+                print(f"edgeproxy: the compiled {fullname} was built from another version of {short}.py; "
+                      f"running the source (rebuild with: pip install -e .)", file=sys.stderr)
         STATE[fullname] = kind
         if kind == "compiled":
             return None  # the normal finders load the extension module
-        if why == "stale":
-            print(f"edgeproxy: the compiled {fullname} was built from another version of {short}.py; "
-                  f"running the source (rebuild with: pip install -e .)", file=sys.stderr)
         return importlib.util.spec_from_file_location(fullname, os.path.join(self.directory, short + ".py"))
 
 

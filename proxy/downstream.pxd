@@ -32,3 +32,12 @@ cdef class Downstream:
     cdef _drop_timer(self)
     cdef bint _too_slow(self, double now)
     cdef double _body_check_in(self, double now)
+
+    # called by the exchange on every request (C calls from a typed exchange)
+    cpdef start_body(self, ex)
+    cpdef bint can_keep_alive(self, head)
+    cpdef bint can_drain(self)
+    cpdef response_done(self, bint keep)
+    cpdef write(self, bytes data)
+    cpdef pause_for_upstream(self, bint paused)
+    cpdef arm_exchange(self, ex, double when)

@@ -1,15 +1,28 @@
 # Types for compiling exchange.py with Cython (pure-Python mode): the .py
 # stays the one source; compiled, Exchange is an extension type with typed
 # slots and C-level calls between its internal methods. Methods that other
-# modules call (or pass as callbacks) stay Python-visible.
+# modules call (or pass as callbacks) stay Python-visible. Its server,
+# cluster, connection and client connection are typed with the other
+# compiled modules' extension types (cimported), so their fields are read as
+# C struct members and their per-request methods (cpdef) are C calls; the
+# core therefore runs compiled as a whole or not at all (proxy/compiled.py).
+from proxy.balancer cimport ServerState
+from proxy.downstream cimport Downstream
+from proxy.upstream cimport Cluster, UpstreamConn
+
+
 cdef class Exchange:
-    cdef public object down, server_ctx, head, route, cluster
+    cdef public Downstream down
+    cdef public Cluster cluster
+    cdef public object server_ctx, head, route
     cdef public bytes rid, trace, up_head
     cdef public bint chunk_up, reused, req_done, body_started, chunk_out, keep, finished, up_eof, upgrade
     cdef public bint fresh_retry, stale_retried, queued, trial, judged
     cdef public tuple tried
     cdef public int attempts, phase, rscan, status
-    cdef public object server, conn, rbuf, resp, dec, connect_time, ttfb, last_error, held_up, held_down
+    cdef public ServerState server
+    cdef public UpstreamConn conn
+    cdef public object rbuf, resp, dec, connect_time, ttfb, last_error, held_up, held_down
     cdef public object inflight_cluster, outcome
     cdef public long long bytes_in, bytes_out
     cdef public double req_done_at, last_up, stall_since, deadline, queued_until, attempt_at, started

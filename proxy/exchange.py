@@ -48,6 +48,7 @@ except ImportError:  # Cython absent: this module runs as plain Python
 from . import codec, errors
 from .accesslog import request_record
 from .answers import error_body, error_response
+from .balancer import ServerState
 from .breaker import Outcome, State
 from .upstream import OVERFLOW, QUEUED
 from .codec import FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, encode_chunk
@@ -169,7 +170,7 @@ class Exchange:
             self._fail(errors.RequestDeadline("request deadline passed before a response head"))
             return
         cluster = self.cluster
-        server = None
+        server: ServerState = None
         if self.fresh_retry:
             server = self.server  # same server, new connection
             if not server.breaker.allow(now):
@@ -779,7 +780,7 @@ class Exchange:
             ctx.metrics.client_request(self.cluster.name, self.resp.status)
         log = ctx.accesslog
         if log is not None:
-            server = self.server
+            server: ServerState = self.server
             log.log(request_record(self.down, self.head, self.status, outcome, self.rid, self.trace, duration,
                                    route=route, upstream=self.cluster.name,
                                    server=server.name if server is not None else None, bytes_in=self.bytes_in,

@@ -1,10 +1,17 @@
 # Types for compiling upstream.py with Cython (pure-Python mode), as
 # exchange.pxd does for exchange.py. Everything stays Python-visible: the
 # exchange, the server, health checks and diagnostics use these objects.
+from proxy.balancer cimport ServerState
+
+
 cdef class UpstreamConn:
-    cdef public object cluster, server, transport, owner
+    cdef public object cluster, transport, owner
+    cdef public ServerState server
     cdef public int requests
     cdef public bint closed, paused, idle, read_paused, counted
+
+    cpdef pause_reading(self)
+    cpdef resume_reading(self)
 
 
 cdef class Cluster:
@@ -13,3 +20,8 @@ cdef class Cluster:
     cdef public object opening, recovering, open_conns, pending_connects
     cdef public object max_connections, max_pending, pending_timeout, _served_before
     cdef public bint closing
+
+    cpdef pick(self, exclude=*)
+    cpdef checkout(self, ServerState server)
+    cpdef acquire(self, ServerState server, ex)
+    cpdef release(self, UpstreamConn conn, bint reusable)

@@ -58,14 +58,17 @@ def test_pure_forces_source(moddir, monkeypatch):
     assert compiled.choose(str(moddir), "mod") == ("source", "EDGEPROXY_PURE")
 
 
-def import_with_finder(tmp_path, package: str, module: str, listed: tuple, digest: str):
+def import_with_finder(tmp_path, package: str, module: str, listed: tuple, digest: str, others: dict = {}):
     """Import ``package.module`` in a fresh interpreter with the finder installed for ``listed``
-    modules, beside a fake build whose digest is ``digest``; the completed process."""
+    modules, beside a fake build whose digest is ``digest`` (and fake builds of ``others``:
+    module -> digest, ``None`` for that module's own); the completed process."""
     pkg = tmp_path / package
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / f"{module}.py").write_text("WHO = 'source'\n")
-    fake_build(pkg, digest, module)  # a build of something else: importing it would fail
+    for name, d in [(module, digest), *others.items()]:
+        (pkg / f"{name}.py").write_text("WHO = 'source'\n")
+        # a build of something else (importing it would fail), with the digest of this source when None
+        fake_build(pkg, compiled.source_digest(str(pkg / f"{name}.py")) if d is None else d, name)
     code = ("from proxy import compiled; "
             f"compiled.install({package!r}, {str(pkg)!r}, {listed!r}); "
             f"import {package}.{module} as m; print(m.WHO, compiled.STATE.get({package + '.' + module!r}))")
@@ -80,6 +83,26 @@ def test_finder_loads_the_source_instead_of_a_stale_build(tmp_path):
     res = import_with_finder(tmp_path, "edgeproxy_probe_pkg", "mod", ("mod",), "0" * 64)
     assert res.stdout.split() == ["source", "source"]
     assert "built from another version of mod.py" in res.stderr
+
+
+def test_listed_modules_run_compiled_together_or_not_at_all(tmp_path):
+    """Compiled core modules cimport each other's types: a current build of one must not be
+    loaded beside the source of another (the stale one) it may depend on."""
+    res = import_with_finder(tmp_path, "edgeproxy_probe_pkg3", "current", ("current", "edited"), None,
+                             {"edited": "0" * 64})
+    assert res.stdout.split() == ["source", "source"]
+    assert "edgeproxy_probe_pkg3.edited was built from another version of edited.py" in res.stderr
+    assert "whole core" in res.stderr
+
+
+def test_listed_modules_are_compiled_when_every_build_is_current(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGEPROXY_PURE", raising=False)
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.py").write_text("WHO = 'source'\n")
+        fake_build(tmp_path, compiled.source_digest(str(tmp_path / f"{name}.py")), name)
+    assert compiled.choose_all(str(tmp_path), ("a", "b")) == ("compiled", "", "")
+    (tmp_path / "b.py").write_text("WHO = 'edited'\n")
+    assert compiled.choose_all(str(tmp_path), ("a", "b")) == ("source", "b", "stale")
 
 
 def test_finder_judges_a_leftover_build_of_a_module_no_longer_listed(tmp_path):
