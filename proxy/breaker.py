@@ -266,7 +266,7 @@ class Breaker:
         """``(requests, failures, slow)`` in the window ending at ``now``."""
         return self._window.totals(now)
 
-    def outcome_for_status(self, status: int) -> Outcome:
+    def outcome_for_status(self, status) -> Outcome:  # status: int (a C int compiled)
         return self.policy.outcome_for_status(status)
 
     def retry_after(self, now: float) -> float:
@@ -389,24 +389,41 @@ class Breaker:
                 f"trials={self._trials})")
 
 
-class NullBreaker:
-    """The breaker of ``enabled = false``: always CLOSED, allows everything, judges nothing."""
+class NullBreaker(Breaker):
+    """The breaker of ``enabled = false``: always CLOSED, allows everything, judges nothing.
+
+    A subclass only so that a server's breaker is one type (compiled, a C
+    type the exchange calls directly); it overrides every view and event."""
 
     def __init__(self, policy: Optional[BreakerPolicy] = None, now: float = 0.0,
                  rng: Callable[[], float] = random.random, on_transition: Optional[OnTransition] = None):
         self.policy = policy if policy is not None else BreakerPolicy(enabled=False)
         self.transitions: Counter = Counter()
 
-    state = property(lambda self: _CLOSED)
-    since = property(lambda self: 0.0)
-    open_until = property(lambda self: 0.0)
-    backoff_step = property(lambda self: 0)
-    trials_in_flight = property(lambda self: 0)
+    @property
+    def state(self) -> State:
+        return _CLOSED
+
+    @property
+    def since(self) -> float:
+        return 0.0
+
+    @property
+    def open_until(self) -> float:
+        return 0.0
+
+    @property
+    def backoff_step(self) -> int:
+        return 0
+
+    @property
+    def trials_in_flight(self) -> int:
+        return 0
 
     def window_totals(self, now: float) -> tuple[int, int, int]:
         return (0, 0, 0)
 
-    def outcome_for_status(self, status: int) -> Outcome:
+    def outcome_for_status(self, status) -> Outcome:  # status: int (a C int compiled)
         return self.policy.outcome_for_status(status)
 
     def retry_after(self, now: float) -> float:

@@ -2,9 +2,13 @@
 # exchange.pxd does for exchange.py: typed slots, C calls between the
 # internal methods; everything the transport, the server, the exchange and
 # the diagnostics use stays Python-visible.
+from proxy.headers cimport HeaderPolicy
+
+
 cdef class Downstream:
     cdef public object tls, proxied
-    cdef public object server, cfg, listener, headers, admitted, admitted_ip, transport
+    cdef public HeaderPolicy headers
+    cdef public object server, cfg, listener, admitted, admitted_ip, transport
     cdef public bytes client_ip
     cdef public str client_addr
     cdef public object buf, exchange, req_head, decoder

@@ -67,11 +67,11 @@ class Pool:
         d = self._by_server.get(server)
         if not d:
             return None
-        conn, _ = d.popitem(last=True)
+        conn, _ = d.popitem()  # the last one
         del self._all[conn]
         return conn
 
-    def give(self, server, conn, requests_served: int, now: float) -> list:
+    def give(self, server, conn, requests_served, now: float) -> list:
         """Offer ``conn`` back; returns the connections the caller must close."""
         if requests_served >= self.max_requests or self.max_idle_total <= 0:
             return [conn]

@@ -230,9 +230,9 @@ class Cluster:
 
     def checkout(self, server: ServerState):
         """An idle pooled connection to ``server`` still open, or None."""
-        pool = self.pool
+        pool: Pool = self.pool
         while True:
-            conn = pool.take(server)
+            conn: UpstreamConn = pool.take(server)
             if conn is None:
                 return None
             conn.idle = False
