@@ -601,6 +601,27 @@ cdef Py_ssize_t _head_end(cbytes p, Py_ssize_t n, Py_ssize_t i) noexcept nogil:
     return -1
 
 
+cdef bint _bad_tail(cbytes p, Py_ssize_t start, Py_ssize_t end, Py_ssize_t scan_from) noexcept nogil:
+    """A resumed scan (``scan_from``) that found the end of a head which really
+    ended earlier (the caller's promise broken): whether the bytes from that
+    first end on hold what a head block may not (a control byte, LF then
+    SP/HT), as the pure codec checks over the whole block up to ``end``."""
+    cdef Py_ssize_t first, i
+    cdef unsigned char c
+    if scan_from - 3 <= start:
+        return False
+    first = _head_end(p, end, start)
+    if first < 0 or first >= end:
+        return False
+    for i in range(first - 1, end):
+        c = p[i]
+        if (c < 32 and c != 9 and c != 10 and c != 13) or c == 127:
+            return True
+        if c == LF and i + 1 < end and (p[i + 1] == SP or p[i + 1] == HT):
+            return True
+    return False
+
+
 cdef bytes _unfold(cbytes p, Py_ssize_t pos, Py_ssize_t end):
     """The header block up to its empty line with obs-fold lines joined as
     h11 joins them (previous line + SP + the line without its leading
@@ -771,6 +792,8 @@ cdef object _request(cbytes p, Py_ssize_t n, Py_ssize_t max_size, Py_ssize_t sca
         return None
     if end > max_size:
         raise ParseError(431, "header_too_large", "request head exceeds the size limit")
+    if _bad_tail(p, start, end, scan_from):
+        raise ParseError(400, "bad_request", "control character or obs-fold in the request head")
 
     # request line: token SP 1*VCHAR SP "HTTP/" DIGIT "." DIGIT
     le = <cbytes>memchr(p + start, LF, end - start) - p
@@ -885,6 +908,8 @@ cdef object _response(cbytes p, Py_ssize_t n, bint is_head, Py_ssize_t max_size,
         return None
     if end > max_size:
         raise ParseError(502, "invalid_response", "response head exceeds the size limit")
+    if _bad_tail(p, 0, end, scan_from):
+        raise ParseError(502, "invalid_response", "control character or obs-fold in the response head")
 
     # status line: "HTTP/" DIGIT "." DIGIT SP 3DIGIT [SP reason]
     le = <cbytes>memchr(p, LF, end) - p

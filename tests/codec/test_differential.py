@@ -284,9 +284,24 @@ def test_request_trickled_with_scan_from(raw, data):
 
 
 @FUZZ
-@given(raw=request_heads(), scan_from=st.integers(0, 200))
+@given(raw=st.one_of(request_heads(), mutated(request_heads())), scan_from=st.integers(0, 200))
 def test_request_arbitrary_scan_from(raw, scan_from):
     agree_request(raw + raw, scan_from=scan_from)
+
+
+@pytest.mark.parametrize("buf, scan_from, kind", [
+    # a scan resumed past the real end of the head: the end found from there
+    # takes in bytes after the first empty line, checked as the pure codec
+    # checks its whole block (found by fuzzing)
+    (b"HTTP/1.1 200 \n\r\n \r\n\r\n" * 2, 17, "response"),
+    (b"HTTP/1.1 200 OK\r\n\r\nX: \x01\r\n\r\n", 20, "response"),
+    (b"HTTP/1.1 200 OK\r\n\r\nX: y\r\n\r\n", 20, "response"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\tX: y\r\n\r\n", 30, "request"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nX: y\r\n\r\n", 30, "request"),
+])
+def test_scan_resumed_past_the_end_of_a_head(buf, scan_from, kind):
+    outcome = (agree_response if kind == "response" else agree_request)(buf, scan_from=scan_from)
+    assert outcome[0] in ("ok", "error")
 
 
 @FUZZ
