@@ -43,10 +43,9 @@ except ImportError:  # Cython absent: this module runs as plain Python
 
 import orjson
 
-from . import codec
 from .accesslog import request_record
 from .answers import error_body, error_response, static_response
-from .codec import LengthDecoder, ParseError
+from .codec import LengthDecoder, ParseError, make_decoder, parse_request_head
 from .exchange import Exchange
 from .routing import adopt_target_form
 
@@ -215,7 +214,7 @@ class Downstream:
                     self._reject(ParseError(414, "uri_too_long", "request line exceeds the limit"))
                     return
                 try:
-                    res = codec.parse_request_head(buf, max_head, self.scan)
+                    res = parse_request_head(buf, max_head, self.scan)
                 except ParseError as exc:
                     self._reject(exc)
                     return
@@ -244,7 +243,8 @@ class Downstream:
         now = _monotonic()
         self.req_head = head
         self.body_done = False
-        self.decoder = codec.make_decoder(head.framing, head.content_length) if head.framing else None
+        framing = head.framing
+        self.decoder = make_decoder(framing, head.content_length) if framing else None
         rid, trace, add_tp = self.headers.ids(head)
         rtarget = head.target
         if rtarget[0] != 47:  # not "/...": absolute-, asterisk- or authority-form

@@ -45,13 +45,14 @@ except ImportError:  # Cython absent: this module runs as plain Python
     class cython:  # noqa: N801
         compiled = False
 
-from . import codec, errors
+from . import errors
 from .accesslog import request_record
 from .answers import error_body, error_response
 from .balancer import ServerState
 from .breaker import Outcome, State
 from .upstream import OVERFLOW, QUEUED
-from .codec import FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, encode_chunk
+from .codec import (FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, build_request_head,
+                    build_response_head, encode_chunk, make_decoder, parse_response_head)
 
 # response phases
 WAIT_HEAD = 0
@@ -61,6 +62,7 @@ TUNNEL = 3
 HALF_OPEN = State.HALF_OPEN
 
 _monotonic = time.monotonic
+_INF = math.inf
 
 
 class Exchange:
@@ -124,7 +126,7 @@ class Exchange:
             self.tried = ()
             self.outcome = ""
             self.judged = True
-            self.deadline = math.inf
+            self.deadline = _INF
         rt = cluster.cfg.request_timeout
         if rt > 0:
             self.deadline = now + rt
@@ -154,7 +156,7 @@ class Exchange:
             extra.append((b"Transfer-Encoding", b"chunked"))
         elif head.content_length == 0:
             extra.append((b"Content-Length", b"0"))
-        self.up_head = codec.build_request_head(head, target, host, down.headers.request_drop, extra)
+        self.up_head = build_request_head(head, target, host, down.headers.request_drop, extra)
         cluster = self.cluster
         if not cluster.inflight.try_acquire():
             self._overflow("max_requests")
@@ -349,7 +351,7 @@ class Exchange:
         while True:
             rbuf = self.rbuf
             try:
-                res = codec.parse_response_head(rbuf, self.head.method, ctx.max_response_head, self.rscan,
+                res = parse_response_head(rbuf, self.head.method, ctx.max_response_head, self.rscan,
                                                 self.upgrade)
             except ParseError as exc:
                 self._upstream_failed(errors.InvalidResponse(exc.detail), stale=False)
@@ -359,17 +361,18 @@ class Exchange:
                 return
             head, n = res
             self.rscan = 0
-            if head.status >= 200:
+            status = head.status
+            if status >= 200:
                 break
             del rbuf[:n]
-            if head.status == 101:
+            if status == 101:
                 if self.upgrade:
                     self._start_tunnel(head)
                     return
                 self._upstream_failed(errors.InvalidResponse("101 to a request that did not upgrade"), stale=False)
                 return
             if self.head.version == b"1.1":
-                self.down.write(codec.build_response_head(head, self.down.headers.response_drop, ()))
+                self.down.write(build_response_head(head, self.down.headers.response_drop, ()))
         rest = bytes(rbuf[n:])
         self.rbuf = None
         self._start_response(head, rest)
@@ -384,23 +387,26 @@ class Exchange:
     def _start_response(self, head, rest: bytes = b"") -> None:
         """``rest``: bytes that came after the head (for a response without a
         body, any byte there means the connection cannot be reused)."""
-        self._judge(self.server.breaker.outcome_for_status(head.status))
+        status = head.status
+        self._judge(self.server.breaker.outcome_for_status(status))
         now = _monotonic()
         self.ttfb = now - self.started
         self.resp = head
-        self.status = head.status
+        self.status = status
         req = self.head
         client11 = req.version == b"1.1"
-        keep = self.down.can_keep_alive(req) and (self.req_done or self.down.can_drain())
-        extra = self.down.headers.response_extra(self.rid)
+        down = self.down
+        keep = down.can_keep_alive(req) and (self.req_done or down.can_drain())
+        headers = down.headers
+        extra = headers.response_extra(self.rid)
         framing = head.framing
+        length = head.content_length
         if framing == FRAMING_LENGTH:
-            extra.append((b"Content-Length", b"%d" % head.content_length))
+            extra.append((b"Content-Length", b"%d" % length))
         elif framing == FRAMING_NONE:
-            status = head.status
             if req.method == b"HEAD":
-                if head.content_length >= 0:
-                    extra.append((b"Content-Length", b"%d" % head.content_length))
+                if length >= 0:
+                    extra.append((b"Content-Length", b"%d" % length))
             elif status != 204 and status != 304:
                 extra.append((b"Content-Length", b"0"))
         elif client11:
@@ -413,23 +419,22 @@ class Exchange:
         elif not client11:
             extra.append((b"Connection", b"keep-alive"))
         self.keep = keep
-        out = codec.build_response_head(head, self.down.headers.response_drop, extra)
+        out = build_response_head(head, headers.response_drop, extra)
         if framing == FRAMING_NONE:
-            self.down.write(out)
+            down.write(out)
             self._response_complete(rest)
             return
-        if framing == FRAMING_LENGTH and len(rest) >= head.content_length:
+        if framing == FRAMING_LENGTH and len(rest) >= length:
             # the whole body came with the head (most small responses): head and body in one write,
             # no decoder, no body timer
-            n = head.content_length
-            self.bytes_out += n
-            self.down.write(out + rest[:n])
-            self._response_complete(rest[n:], True)
+            self.bytes_out += length
+            down.write(out + rest[:length])
+            self._response_complete(rest[length:], True)
             return
         # the head is held and leaves with the first body bytes (one write)
         self.held_down = out
         self.phase = BODY
-        self.dec = codec.make_decoder(framing, head.content_length, 502)
+        self.dec = make_decoder(framing, length, 502)
         self.last_up = now
         self._arm(now + self.cluster.cfg.body_timeout)
 
@@ -527,7 +532,7 @@ class Exchange:
         extra.append((b"Connection", b"upgrade"))
         if head.upgrade:
             extra.append((b"Upgrade", head.upgrade))
-        self.down.write(codec.build_response_head(head, self.down.headers.response_drop, extra))
+        self.down.write(build_response_head(head, self.down.headers.response_drop, extra))
         self.cluster.metrics.upgrade(self.route.name)
         rest = bytes(self.rbuf)
         self.rbuf = None
@@ -775,9 +780,10 @@ class Exchange:
         duration = now - self.started
         ctx = self.server_ctx
         route = self.route.name
-        ctx.metrics.request_done(route, self.status, duration)
+        metrics = self.cluster.metrics  # the server's, shared by its clusters
+        metrics.request_done(route, self.status, duration)
         if self.resp is not None:
-            ctx.metrics.client_request(self.cluster.name, self.resp.status)
+            metrics.client_request(self.cluster.name, self.resp.status)
         log = ctx.accesslog
         if log is not None:
             server: ServerState = self.server

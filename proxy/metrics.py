@@ -34,7 +34,8 @@ Exposition.  ``render()`` returns the classic Prometheus text format, without
 are not part of the documented set).
 
 ``NullMetrics`` has the same interface and does nothing; it lets the core be
-unit tested without a registry.
+unit tested without a registry. (It subclasses ``Metrics`` only so that the
+compiled core holds one type; it overrides every method.)
 """
 
 from __future__ import annotations
@@ -355,7 +356,7 @@ class Metrics:
 
     # -- hot path ---------------------------------------------------------
 
-    def request_done(self, route: str, code: int, duration: float) -> None:
+    def request_done(self, route: str, code, duration: float) -> None:  # code: the status, an int
         key = (route, code)  # per request: inlined rather than _bump()
         d = self._req
         d[key] = d.get(key, 0) + 1
@@ -475,13 +476,14 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class NullMetrics:
-    """Same interface as ``Metrics``; records nothing."""
+class NullMetrics(Metrics):
+    """Same interface as ``Metrics``; records nothing. (A subclass so that the
+    core's metrics sink is one type; it overrides every method.)"""
 
     def __init__(self, *, codec: str = "", version: str = "") -> None:
         self.registry = CollectorRegistry()
 
-    def request_done(self, route: str, code: int, duration: float) -> None:
+    def request_done(self, route: str, code, duration: float) -> None:  # code: the status, an int
         pass
 
     def client_request(self, upstream: str, code: int | str) -> None:

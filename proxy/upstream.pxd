@@ -2,6 +2,7 @@
 # exchange.pxd does for exchange.py. Everything stays Python-visible: the
 # exchange, the server, health checks and diagnostics use these objects.
 from proxy.balancer cimport ServerState
+from proxy.metrics cimport Metrics
 from proxy.pool cimport Pool
 
 
@@ -17,7 +18,8 @@ cdef class UpstreamConn:
 
 cdef class Cluster:
     cdef public Pool pool
-    cdef public object cfg, name, loop, metrics, servers, balancer, default_host, retry_methods
+    cdef public Metrics metrics
+    cdef public object cfg, name, loop, servers, balancer, default_host, retry_methods
     cdef public object inflight, retry_budget, conn_count, pending, tiers, planner, load, idle_timeout_now
     cdef public object opening, recovering, open_conns, pending_connects
     cdef public object max_connections, max_pending, pending_timeout, _served_before

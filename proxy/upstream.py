@@ -41,6 +41,8 @@ CONNECTING = 1
 QUEUED = 2
 OVERFLOW = 3
 
+_monotonic = time.monotonic
+
 
 def set_tcp_keepalive(sock, cfg, listening: bool = False) -> None:
     """TCP_NODELAY plus SO_KEEPALIVE with the configured timings.
@@ -337,7 +339,7 @@ class Cluster:
                 ex._on_connect(conn, 0.0, True)
                 return
         conn.idle = True
-        for victim in self.pool.give(conn.server, conn, conn.requests, time.monotonic()):
+        for victim in self.pool.give(conn.server, conn, conn.requests, _monotonic()):
             if victim is conn:
                 reason = "max_requests" if conn.requests >= self.pool.max_requests else "idle_cap"
             else:
