@@ -8,6 +8,9 @@ cdef class Breaker:
     cdef object _rng, _on_transition, _window, _state
     cdef double _since, _open_until
     cdef long _consecutive, _trials, _trial_successes, _step, _max_step
+    cdef frozenset _failure_statuses
+    cdef double _slow_threshold, _failure_rate
+    cdef long _min_requests, _consecutive_limit
 
     cpdef outcome_for_status(self, int status)
     cpdef double retry_after(self, double now)

@@ -224,6 +224,12 @@ class Breaker:
     def __init__(self, policy: BreakerPolicy, now: float, rng: Callable[[], float] = random.random,
                  on_transition: Optional[OnTransition] = None):
         self.policy = policy
+        # the policy is frozen: the fields read per request are copied to typed slots
+        self._failure_statuses = policy.failure_statuses
+        self._slow_threshold = policy.slow_call_threshold
+        self._min_requests = policy.min_requests
+        self._failure_rate = policy.failure_rate
+        self._consecutive_limit = policy.consecutive_failures
         self._rng = rng
         self._on_transition = on_transition
         self._window = SlidingWindow(policy.window, policy.window_buckets)
@@ -267,7 +273,7 @@ class Breaker:
         return self._window.totals(now)
 
     def outcome_for_status(self, status) -> Outcome:  # status: int (a C int compiled)
-        return self.policy.outcome_for_status(status)
+        return _HTTP_FAILURE if status in self._failure_statuses else _SUCCESS
 
     def retry_after(self, now: float) -> float:
         """Seconds until the next half-open probe; 0.0 unless OPEN."""
@@ -328,24 +334,24 @@ class Breaker:
     # ----------------------------------------------------------------- internals
 
     def _record_closed(self, now: float, outcome: Outcome, latency: float) -> None:
-        p = self.policy
         failed = outcome is not _SUCCESS
-        threshold = p.slow_call_threshold
+        threshold = self._slow_threshold
         slow = threshold > 0.0 and latency > threshold
         window = self._window
         window.record(now, not failed, latency, slow)
         if failed:
             self._consecutive += 1
-            if p.consecutive_failures and self._consecutive >= p.consecutive_failures:
+            if self._consecutive_limit and self._consecutive >= self._consecutive_limit:
                 self._transition(_OPEN, now, REASON_CONSECUTIVE)
                 return
         else:
             self._consecutive = 0
         requests, failures, slows = window.totals(now)
-        if requests < p.min_requests:
+        if requests < self._min_requests:
             return
+        p = self.policy
         # Rates by division: n / m is correctly rounded, so 3 of 10 meets a failure_rate of 0.3 exactly.
-        if failures / requests >= p.failure_rate:
+        if failures / requests >= self._failure_rate:
             self._transition(_OPEN, now, REASON_FAILURE_RATE)
         elif (threshold > 0.0 and slows / requests >= p.slow_call_rate
               and window.quantile(now, _SLOW_QUANTILE) > threshold):

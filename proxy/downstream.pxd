@@ -3,6 +3,7 @@
 # internal methods; everything the transport, the server, the exchange and
 # the diagnostics use stays Python-visible.
 from proxy.headers cimport HeaderPolicy
+from proxy.routing cimport Route, Router
 
 
 cdef class Downstream:
@@ -17,6 +18,8 @@ cdef class Downstream:
     cdef public double rate_t0, last_read, created, _timer_due, _deadline, _xtimer_due
     cdef public bint client_eof, write_paused, _processing, body_done, timed_out
     cdef public double linger_until
+    cdef public long long max_head, max_line, max_headers, max_requests
+    cdef public double header_timeout, keepalive_timeout
     cdef public object _timer, _send_timer, _xtimer, _xowner
 
     cdef _process(self)

@@ -47,7 +47,7 @@ from .accesslog import request_record
 from .answers import error_body, error_response, static_response
 from .codec import LengthDecoder, ParseError, make_decoder, parse_request_head
 from .exchange import Exchange
-from .routing import adopt_target_form
+from .routing import Route, Router, adopt_target_form
 
 S_HEAD = 0
 S_BODY_WAIT = 1
@@ -81,7 +81,14 @@ class Downstream:
 
     def __init__(self, server, listener: str, admitted=None, ip: str = ""):
         self.server = server
-        self.cfg = server.config.downstream
+        cfg = self.cfg = server.config.downstream
+        # the limits read on every request, as typed slots (the config is fixed for the connection's life)
+        self.max_head = cfg.max_header_size
+        self.max_line = cfg.max_request_line
+        self.max_headers = cfg.max_headers
+        self.max_requests = cfg.keepalive_requests
+        self.header_timeout = cfg.header_timeout
+        self.keepalive_timeout = cfg.keepalive_timeout
         self.listener = listener
         self.headers = admitted.headers if admitted is not None else server.headers
         self.admitted = admitted  # the Listener whose admission slots this connection holds
@@ -128,7 +135,7 @@ class Downstream:
             self.client_ip = str(peer[0]).encode()
             self.client_addr = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
         self.server.connection_opened(self)
-        self._arm(K_HEADER, self.cfg.header_timeout)
+        self._arm(K_HEADER, self.header_timeout)
 
     def data_received(self, data):
         state = self.state
@@ -138,7 +145,7 @@ class Downstream:
             self._feed_body(data)
         elif state == S_HEAD:
             if self._tkind == K_IDLE:
-                self._arm(K_HEADER, self.cfg.header_timeout)
+                self._arm(K_HEADER, self.header_timeout)
             self.buf += data
             if not self._processing:
                 self._process()
@@ -202,9 +209,8 @@ class Downstream:
     def _process(self) -> None:
         self._processing = True
         try:
-            cfg = self.cfg
-            max_head = cfg.max_header_size
-            max_line = cfg.max_request_line
+            max_head = self.max_head
+            max_line = self.max_line
             while self.state == S_HEAD and self.buf:
                 buf = self.buf
                 # the request line limit (414), before parsing: a line without
@@ -227,7 +233,7 @@ class Downstream:
                 if len(head.method) + len(head.target) + 10 > max_line:
                     self._reject(ParseError(414, "uri_too_long", "request line exceeds the limit"))
                     return
-                if buf.count(b"\n", 0, n) - 2 > cfg.max_headers:
+                if buf.count(b"\n", 0, n) - 2 > self.max_headers:
                     self._reject(ParseError(431, "too_many_headers", "more header fields than allowed"))
                     return
                 self.scan = 0
@@ -255,7 +261,8 @@ class Downstream:
             rtarget = head.target if head.target != b"*" else b"/"
         if self.tls is not None and self._tls_refused(head, rid, trace, now):
             return
-        route = server.router.match(head.host, rtarget)
+        router: Router = server.router
+        route: Route = router.match(head.host, rtarget)
         if route is None:
             self.state = S_RESP
             self._local_answer(head, 404, "no_route", rid, trace, now)
@@ -410,7 +417,7 @@ class Downstream:
             and head.keep_alive
             and not self.client_eof
             and not self.server.draining
-            and self.requests < self.cfg.keepalive_requests
+            and self.requests < self.max_requests
         )
 
     def can_drain(self) -> bool:
@@ -470,11 +477,11 @@ class Downstream:
             self.close()
             return
         if self.buf:
-            self._arm(K_HEADER, self.cfg.header_timeout)
+            self._arm(K_HEADER, self.header_timeout)
             if not self._processing:
                 self._process()
         else:
-            self._arm(K_IDLE, self.cfg.keepalive_timeout)
+            self._arm(K_IDLE, self.keepalive_timeout)
 
     def start_tunnel(self, ex) -> None:
         self.state = S_TUNNEL
@@ -535,7 +542,7 @@ class Downstream:
             return True
         if self.state == S_HEAD and not self.buf and self.exchange is None:
             if self.requests == 0:
-                self._arm(K_IDLE, min(FIRST_REQUEST_GRACE, self.cfg.header_timeout))
+                self._arm(K_IDLE, min(FIRST_REQUEST_GRACE, self.header_timeout))
                 return False
             self.close()
             return True

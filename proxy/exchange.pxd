@@ -8,13 +8,15 @@
 # core therefore runs compiled as a whole or not at all (proxy/compiled.py).
 from proxy.balancer cimport ServerState
 from proxy.downstream cimport Downstream
+from proxy.routing cimport Route
 from proxy.upstream cimport Cluster, UpstreamConn
 
 
 cdef class Exchange:
     cdef public Downstream down
     cdef public Cluster cluster
-    cdef public object server_ctx, head, route
+    cdef public Route route
+    cdef public object server_ctx, head
     cdef public bytes rid, trace, up_head
     cdef public bint chunk_up, reused, req_done, body_started, chunk_out, keep, finished, up_eof, upgrade
     cdef public bint fresh_retry, stale_retried, queued, trial, judged

@@ -25,6 +25,12 @@ import re
 
 from typing import Iterable, Optional
 
+try:
+    import cython
+except ImportError:  # Cython absent: this module runs as plain Python
+    class cython:  # noqa: N801
+        compiled = False
+
 
 _HOST_CACHE = 4096  # distinct Host values remembered normalized
 
@@ -32,8 +38,9 @@ _HOST_CACHE = 4096  # distinct Host values remembered normalized
 class Route:
     """Runtime view of one [[routes]] entry."""
 
-    __slots__ = ("name", "host", "prefix", "upstream", "strip_prefix", "host_rewrite", "websocket", "order",
-                 "max_body_size")
+    if not cython.compiled:  # compiled (routing.pxd), the fields are typed slots
+        __slots__ = ("name", "host", "prefix", "upstream", "strip_prefix", "host_rewrite", "websocket", "order",
+                     "max_body_size")
 
     def __init__(self, name, host, prefix, upstream, strip_prefix=False, host_rewrite="", websocket=False, order=0,
                  max_body_size=0):
@@ -113,6 +120,7 @@ class Router:
                 self._hosts[host] = h
         else:
             h = b""  # no host-specific route: skip the Host work entirely
+        r: Route
         if h:
             tier = self._exact.get(h)
             if tier:
