@@ -215,8 +215,9 @@ class Downstream:
                 buf = self.buf
                 # the request line limit (414), before parsing: a line without
                 # its end within the limit is refused as soon as it is too long
-                eol = buf.find(b"\n", 0, max_line + 2)
-                if eol < 0 and len(buf) > max_line + 1 and buf.lstrip(b"\r\n")[: max_line + 2].find(b"\n") < 0:
+                # (a buffer no longer than the limit cannot hold a line over it: no search)
+                if (len(buf) > max_line + 1 and buf.find(b"\n", 0, max_line + 2) < 0
+                        and buf.lstrip(b"\r\n")[: max_line + 2].find(b"\n") < 0):
                     self._reject(ParseError(414, "uri_too_long", "request line exceeds the limit"))
                     return
                 try:
@@ -233,7 +234,8 @@ class Downstream:
                 if len(head.method) + len(head.target) + 10 > max_line:
                     self._reject(ParseError(414, "uri_too_long", "request line exceeds the limit"))
                     return
-                if buf.count(b"\n", 0, n) - 2 > self.max_headers:
+                # n bytes hold at most n line ends: a head that short needs no count
+                if n - 2 > self.max_headers and buf.count(b"\n", 0, n) - 2 > self.max_headers:
                     self._reject(ParseError(431, "too_many_headers", "more header fields than allowed"))
                     return
                 self.scan = 0

@@ -32,7 +32,7 @@ cdef class Exchange:
     cdef _attempt(self)
     cdef _retry_or_fail(self, err, bint retryable=*)
     cdef _overflow(self, str kind)
-    cdef _send(self, conn, bint reused)
+    cdef _send(self, UpstreamConn conn, bint reused)
     cdef _request_sent(self)
     cdef _parse_response(self)
     cdef _start_response(self, head, bytes rest=*)

@@ -127,7 +127,7 @@ class Exchange:
             self.outcome = ""
             self.judged = True
             self.deadline = _INF
-        rt = cluster.cfg.request_timeout
+        rt = cluster.request_timeout
         if rt > 0:
             self.deadline = now + rt
 
@@ -277,7 +277,7 @@ class Exchange:
         self.rscan = 0
         if self.down.write_paused:
             conn.pause_reading()
-        if self.deadline != float("inf"):
+        if self.deadline != _INF:
             self._arm(self.deadline)
         if self.head.framing != FRAMING_NONE:
             # hold the head so it leaves with the first body bytes already
@@ -436,7 +436,7 @@ class Exchange:
         self.phase = BODY
         self.dec = make_decoder(framing, length, 502)
         self.last_up = now
-        self._arm(now + self.cluster.cfg.body_timeout)
+        self._arm(now + self.cluster.body_timeout)
 
     def _relay(self, data: bytes) -> None:
         self.last_up = _monotonic()
@@ -539,7 +539,7 @@ class Exchange:
         if rest:
             self.down.write(rest)
         self.last_up = _monotonic()
-        self._arm(self.last_up + self.cluster.cfg.body_timeout)
+        self._arm(self.last_up + self.cluster.body_timeout)
         self.down.start_tunnel(self)
 
     def tunnel_data(self, data: bytes) -> None:
@@ -704,22 +704,22 @@ class Exchange:
 
     def _arm_wait_head(self) -> None:
         """Arm the earliest deadline that applies while waiting for a head."""
-        cfg = self.cluster.cfg
+        cluster = self.cluster
         nxt = self.deadline
         if self.req_done:
-            nxt = min(nxt, self.req_done_at + cfg.response_timeout)
+            nxt = min(nxt, self.req_done_at + cluster.response_timeout)
         if self.stall_since:
-            nxt = min(nxt, self.stall_since + cfg.body_timeout)
-        if nxt != float("inf"):
+            nxt = min(nxt, self.stall_since + cluster.body_timeout)
+        if nxt != _INF:
             self._arm(nxt)
 
     def _on_timer(self) -> None:
         if self.finished:
             return
         now = _monotonic()
-        cfg = self.cluster.cfg
+        cluster = self.cluster
         phase = self.phase
-        metrics = self.cluster.metrics
+        metrics = cluster.metrics
         if phase == WAIT_HEAD:
             if self.conn is None:
                 if self.queued:
@@ -732,16 +732,16 @@ class Exchange:
             if now >= self.deadline:
                 metrics.timeout("upstream", "request")
                 self._upstream_failed(errors.RequestDeadline("no response head before the request deadline"), stale=False)
-            elif self.req_done and now >= self.req_done_at + cfg.response_timeout:
+            elif self.req_done and now >= self.req_done_at + cluster.response_timeout:
                 metrics.timeout("upstream", "response")
                 self._upstream_failed(errors.ResponseTimeout("no response head in time"), stale=False)
-            elif self.stall_since and now >= self.stall_since + cfg.body_timeout:
+            elif self.stall_since and now >= self.stall_since + cluster.body_timeout:
                 metrics.timeout("upstream", "send")
                 self._upstream_failed(errors.ResponseTimeout("upstream stopped reading the request body"), stale=False)
             else:
                 self._arm_wait_head()
         elif phase == BODY or phase == TUNNEL:
-            idle_until = self.last_up + cfg.body_timeout
+            idle_until = self.last_up + cluster.body_timeout
             if now >= idle_until:
                 metrics.timeout("upstream", "body")
                 if phase == TUNNEL:

@@ -24,6 +24,7 @@ cdef class Cluster:
     cdef public object opening, recovering, open_conns, pending_connects
     cdef public object max_connections, max_pending, pending_timeout, _served_before
     cdef public bint closing
+    cdef public double request_timeout, response_timeout, body_timeout
 
     cpdef pick(self, exclude=*)
     cpdef checkout(self, ServerState server)

@@ -196,6 +196,10 @@ class Cluster:
         self.max_connections = limits.max_connections
         self.max_pending = limits.max_pending
         self.pending_timeout = limits.pending_timeout
+        # the exchange's deadlines, read per request (typed slots compiled)
+        self.request_timeout = cfg.request_timeout
+        self.response_timeout = cfg.response_timeout
+        self.body_timeout = cfg.body_timeout
         self.conn_count = {s: 0 for s in self.servers}  # open + connecting, per server
         self.pending: deque = deque()  # (exchange, server) waiting for a connection slot
         # adaptive pool: per-server load, idle timeout of the moment, warm-up
