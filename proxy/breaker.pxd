@@ -23,6 +23,8 @@ cdef class Breaker:
     cpdef _transition(self, to, double now, str reason)
 
 
+# NullBreaker declares the methods it overrides, so that a C call through the
+# Breaker type reaches its own (a subclass's plain def would not).
 cdef class NullBreaker(Breaker):
     cpdef outcome_for_status(self, int status)
     cpdef double retry_after(self, double now)
