@@ -82,7 +82,7 @@ cdef extern from *:
         PyMemberDef *m;
         if (Py_TYPE(descr) != &PyMemberDescr_Type) return -1;
         m = ((PyMemberDescrObject *)descr)->d_member;
-        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) return -1;
+        if ((m->type != T_OBJECT_EX && m->type != T_OBJECT) || (m->flags & READONLY)) return -1;
         return m->offset;
     }
 
@@ -279,17 +279,39 @@ cdef bint RS_DIRECT = False
 
 
 cdef bint _offsets(cls, tuple names, Py_ssize_t *out) except -1:
-    """Slot offsets of ``cls`` for ``names``; False if the class differs."""
-    cdef Py_ssize_t i, off
-    if type(cls) is not type or tuple(getattr(cls, "__slots__", ())) != names:
+    """Slot offsets of ``cls`` for ``names``; False if the class differs.
+
+    The head classes are slotted Python classes (their fields are member
+    descriptors that give the offsets) or, with the core compiled, extension
+    types whose fields are properties over one object slot each, in
+    ``names`` order. Either way the offsets are verified on a probe object
+    (each field set through its attribute must be read back at its offset),
+    so a layout this code does not expect falls back to normal construction.
+    """
+    cdef Py_ssize_t i, off, n = len(names)
+    if type(cls) is not type or cls.__dictoffset__ or cls.__weakrefoffset__:
         return False
-    if cls.__dictoffset__ or cls.__weakrefoffset__ or cls.__new__ is not object.__new__:
+    # exactly one object slot per name and nothing else (no vtable, nothing else to set)
+    if cls.__basicsize__ != object.__basicsize__ + <Py_ssize_t>sizeof(PyObject *) * n:
         return False
-    for i in range(len(names)):
-        off = edgeproxy_slot_offset(cls.__dict__[names[i]])
-        if off <= 0:
+    if cls.__flags__ & (1 << 9):  # Py_TPFLAGS_HEAPTYPE: a Python class
+        if cls.__new__ is not object.__new__:
+            return False  # its own __new__: allocate it the normal way
+        for i in range(n):
+            off = edgeproxy_slot_offset(cls.__dict__.get(names[i]))
+            if off <= 0:
+                return False
+            out[i] = off
+    else:
+        for i in range(n):
+            out[i] = object.__basicsize__ + <Py_ssize_t>sizeof(PyObject *) * i
+    probe = cls.__new__(cls)
+    marks = [object() for _ in range(n)]
+    for i in range(n):
+        setattr(probe, names[i], marks[i])
+    for i in range(n):
+        if edgeproxy_slot_get(probe, out[i]) != <PyObject *>marks[i]:
             return False
-        out[i] = off
     return True
 
 

@@ -44,7 +44,8 @@ import sys
 
 __all__ = ["MODULES", "STATE", "choose", "choose_all", "core_kind", "install", "pure_requested", "source_digest"]
 
-MODULES = ("exchange", "downstream", "upstream", "metrics", "breaker", "pool", "headers", "routing", "balancer")
+MODULES = ("exchange", "downstream", "upstream", "metrics", "breaker", "pool", "headers", "routing", "balancer",
+           "heads")
 STATE: dict[str, str] = {}
 _PACKAGE = "proxy"
 _DIR = os.path.dirname(os.path.abspath(__file__))

@@ -3,6 +3,7 @@
 # internal methods; everything the transport, the server, the exchange and
 # the diagnostics use stays Python-visible.
 from proxy.headers cimport HeaderPolicy
+from proxy.heads cimport RequestHead
 from proxy.routing cimport Route, Router
 
 
@@ -12,7 +13,8 @@ cdef class Downstream:
     cdef public object server, cfg, listener, admitted, admitted_ip, transport
     cdef public bytes client_ip
     cdef public str client_addr
-    cdef public object buf, exchange, req_head, decoder
+    cdef public RequestHead req_head
+    cdef public object buf, exchange, decoder
     cdef public int scan, state, paused, requests, drained, _tkind
     cdef public long long body_limit, body_seen, rate_bytes
     cdef public double rate_t0, last_read, created, _timer_due, _deadline, _xtimer_due
@@ -23,7 +25,7 @@ cdef class Downstream:
     cdef public object _timer, _send_timer, _xtimer, _xowner
 
     cdef _process(self)
-    cdef _on_request(self, head)
+    cdef _on_request(self, RequestHead head)
     cdef bint _tls_refused(self, head, bytes rid, bytes trace, double now)
     cdef _feed_body(self, bytes data)
     cdef _body_error(self, exc)
@@ -42,7 +44,7 @@ cdef class Downstream:
 
     # called by the exchange on every request (C calls from a typed exchange)
     cpdef start_body(self, ex)
-    cpdef bint can_keep_alive(self, head)
+    cpdef bint can_keep_alive(self, RequestHead head)
     cpdef bint can_drain(self)
     cpdef response_done(self, bint keep)
     cpdef write(self, bytes data)

@@ -47,6 +47,7 @@ from .accesslog import request_record
 from .answers import error_body, error_response, static_response
 from .codec import LengthDecoder, ParseError, make_decoder, parse_request_head
 from .exchange import Exchange
+from .heads import RequestHead
 from .routing import Route, Router, adopt_target_form
 
 S_HEAD = 0
@@ -230,6 +231,7 @@ class Downstream:
                     if self.client_eof:
                         self.close()  # a partial head that can never complete
                     return
+                head: RequestHead
                 head, n = res
                 if len(head.method) + len(head.target) + 10 > max_line:
                     self._reject(ParseError(414, "uri_too_long", "request line exceeds the limit"))

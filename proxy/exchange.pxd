@@ -8,6 +8,7 @@
 # core therefore runs compiled as a whole or not at all (proxy/compiled.py).
 from proxy.balancer cimport ServerState
 from proxy.downstream cimport Downstream
+from proxy.heads cimport RequestHead, ResponseHead
 from proxy.routing cimport Route
 from proxy.upstream cimport Cluster, UpstreamConn
 
@@ -16,7 +17,9 @@ cdef class Exchange:
     cdef public Downstream down
     cdef public Cluster cluster
     cdef public Route route
-    cdef public object server_ctx, head
+    cdef public RequestHead head
+    cdef public ResponseHead resp
+    cdef public object server_ctx
     cdef public bytes rid, trace, up_head
     cdef public bint chunk_up, reused, req_done, body_started, chunk_out, keep, finished, up_eof, upgrade
     cdef public bint fresh_retry, stale_retried, queued, trial, judged
@@ -24,7 +27,7 @@ cdef class Exchange:
     cdef public int attempts, phase, rscan, status
     cdef public ServerState server
     cdef public UpstreamConn conn
-    cdef public object rbuf, resp, dec, connect_time, ttfb, last_error, held_up, held_down
+    cdef public object rbuf, dec, connect_time, ttfb, last_error, held_up, held_down
     cdef public object inflight_cluster, outcome
     cdef public long long bytes_in, bytes_out
     cdef public double req_done_at, last_up, stall_since, deadline, queued_until, attempt_at, started
@@ -35,10 +38,10 @@ cdef class Exchange:
     cdef _send(self, UpstreamConn conn, bint reused)
     cdef _request_sent(self)
     cdef _parse_response(self)
-    cdef _start_response(self, head, bytes rest=*)
+    cdef _start_response(self, ResponseHead head, bytes rest=*)
     cdef _relay(self, bytes data)
     cdef _response_complete(self, bytes rest, bint ended=*)
-    cdef _start_tunnel(self, head)
+    cdef _start_tunnel(self, ResponseHead head)
     cdef _end_tunnel(self, str outcome)
     cdef _judge(self, outcome)
     cdef _unjudge(self)

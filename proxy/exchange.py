@@ -50,6 +50,7 @@ from .accesslog import request_record
 from .answers import error_body, error_response
 from .balancer import ServerState
 from .breaker import Outcome, State
+from .heads import ResponseHead
 from .upstream import OVERFLOW, QUEUED
 from .codec import (FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, build_request_head,
                     build_response_head, encode_chunk, make_decoder, parse_response_head)
@@ -359,6 +360,7 @@ class Exchange:
             if res is None:
                 self.rscan = len(rbuf)
                 return
+            head: ResponseHead
             head, n = res
             self.rscan = 0
             status = head.status

@@ -31,10 +31,15 @@ framing constants, the parse error and the length/close decoders.
 
 from __future__ import annotations
 
-FRAMING_NONE = 0  # no body (HEAD, 1xx, 204, 304, request without length)
-FRAMING_LENGTH = 1  # Content-Length bytes
-FRAMING_CHUNKED = 2  # Transfer-Encoding: chunked
-FRAMING_CLOSE = 3  # response body runs until the connection closes
+from ..heads import (  # noqa: F401  (re-exported: the codec interface)
+    FRAMING_CHUNKED,
+    FRAMING_CLOSE,
+    FRAMING_LENGTH,
+    FRAMING_NONE,
+    RequestHead,
+    ResponseHead,
+    split_header_block,
+)
 
 FRAMING_NAMES = {
     FRAMING_NONE: "none",
@@ -73,118 +78,6 @@ class ParseError(Exception):
         self.status = status
         self.code = code
         self.detail = detail
-
-
-def split_header_block(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """(name, value) pairs of an already validated header block.
-
-    ``raw`` is the bytes between the start line and the blank line, as
-    received (CRLF or bare LF); values lose their surrounding whitespace.
-    """
-    out = []
-    for line in raw.split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            continue
-        name, _, value = line.partition(b":")
-        out.append((name, value.strip(b" \t")))
-    return out
-
-
-def _get_headers(self) -> list[tuple[bytes, bytes]]:
-    h = self._headers
-    if h is None:
-        h = self._headers = split_header_block(self.raw)
-    return h
-
-
-def _set_headers(self, value) -> None:
-    self._headers = value
-
-
-class RequestHead:
-    """A parsed request head.
-
-    ``headers`` is the list of (name, value) pairs in received order and
-    case. A codec may fill it directly, or leave the header block as received
-    in ``raw`` (a slice of the input buffer) and let ``headers`` split it on
-    first access, so the hot path builds no per-header Python objects.
-    """
-
-    __slots__ = (
-        "method",
-        "target",
-        "version",
-        "host",
-        "framing",
-        "content_length",
-        "keep_alive",
-        "connection",
-        "upgrade",
-        "expect_continue",
-        "xff",
-        "request_id",
-        "traceparent",
-        "raw",
-        "_headers",
-    )
-
-    def __init__(self, method: bytes, target: bytes, version: bytes):
-        self.method = method
-        self.target = target
-        self.version = version
-        self.raw = b""
-        self._headers: list[tuple[bytes, bytes]] | None = None
-        self.host: bytes = b""
-        self.framing = FRAMING_NONE
-        self.content_length = 0
-        self.keep_alive = True
-        self.connection: frozenset[bytes] = frozenset()
-        self.upgrade: bytes = b""
-        self.expect_continue = False
-        self.xff: bytes = b""
-        self.request_id: bytes = b""
-        self.traceparent: bytes = b""
-
-    headers = property(_get_headers, _set_headers)
-
-    def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"RequestHead({self.method!r} {self.target!r} HTTP/{self.version.decode()})"
-
-
-class ResponseHead:
-    """A parsed response (or interim 1xx) head."""
-
-    __slots__ = (
-        "status",
-        "reason",
-        "version",
-        "framing",
-        "content_length",
-        "keep_alive",
-        "connection",
-        "upgrade",
-        "raw",
-        "_headers",
-    )
-
-    def __init__(self, status: int, reason: bytes, version: bytes):
-        self.status = status
-        self.reason = reason
-        self.version = version
-        self.raw = b""
-        self._headers: list[tuple[bytes, bytes]] | None = None
-        self.framing = FRAMING_NONE
-        self.content_length = 0
-        self.keep_alive = True
-        self.connection: frozenset[bytes] = frozenset()
-        self.upgrade: bytes = b""
-
-    headers = property(_get_headers, _set_headers)
-
-    def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"ResponseHead({self.status} {self.reason!r})"
 
 
 def head_end(buf: bytes | bytearray, start: int = 0) -> int:
