@@ -25,8 +25,9 @@ shaped around exactly those, not around any parser's event API:
 
 Two implementations provide this module's functions: ``pure`` (h11 plus
 plain Python) and, when compiled, ``native`` (Cython). ``proxy.codec`` picks
-one at import. This module holds what both share: head classes, the
-framing constants, the parse error and the length/close decoders.
+one at import. This module holds what both share: the head classes and
+framing constants (defined in ``proxy.heads``, compiled with the core, and
+re-exported here), the parse error and the length/close decoders.
 """
 
 from __future__ import annotations
