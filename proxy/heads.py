@@ -46,6 +46,17 @@ def split_header_block(raw: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def _get_headers(self) -> list[tuple[bytes, bytes]]:
+    h = self._headers
+    if h is None:
+        h = self._headers = split_header_block(self.raw)
+    return h
+
+
+def _set_headers(self, value) -> None:
+    self._headers = value
+
+
 class RequestHead:
     """A parsed request head.
 
@@ -91,16 +102,7 @@ class RequestHead:
         self.request_id = b""
         self.traceparent = b""
 
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        h = self._headers
-        if h is None:
-            h = self._headers = split_header_block(self.raw)
-        return h
-
-    @headers.setter
-    def headers(self, value) -> None:
-        self._headers = value
+    headers = property(_get_headers, _set_headers)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"RequestHead({self.method!r} {self.target!r} HTTP/{self.version.decode()})"
@@ -135,16 +137,7 @@ class ResponseHead:
         self.connection = frozenset()
         self.upgrade = b""
 
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        h = self._headers
-        if h is None:
-            h = self._headers = split_header_block(self.raw)
-        return h
-
-    @headers.setter
-    def headers(self, value) -> None:
-        self._headers = value
+    headers = property(_get_headers, _set_headers)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"ResponseHead({self.status} {self.reason!r})"
