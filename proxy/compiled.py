@@ -102,6 +102,11 @@ def choose_all(directory: str, modules) -> tuple[str, str, str]:
     return "compiled", "", ""
 
 
+def _say_stale(fullname: str, short: str, running: str) -> None:
+    print(f"edgeproxy: the compiled {fullname} was built from another version of {short}.py; "
+          f"running {running} (rebuild with: pip install -e .)", file=sys.stderr)
+
+
 class _Finder:
     def __init__(self, package: str, directory: str, modules) -> None:
         self.package, self.directory, self.modules = package, directory, tuple(modules)
@@ -116,8 +121,7 @@ class _Finder:
                 self._group = choose_all(self.directory, self.modules)
                 _, culprit, why = self._group
                 if why == "stale":
-                    print(f"edgeproxy: the compiled {pkg}.{culprit} was built from another version of {culprit}.py; "
-                          "running the source of the whole core (rebuild with: pip install -e .)", file=sys.stderr)
+                    _say_stale(f"{pkg}.{culprit}", culprit, "the source of the whole core")
             kind = self._group[0]
         else:
             # a module compiled by an earlier build whose MODULES listed it: its digest still decides
@@ -128,8 +132,7 @@ class _Finder:
                 return None
             kind, why = choose(self.directory, short)
             if why == "stale":
-                print(f"edgeproxy: the compiled {fullname} was built from another version of {short}.py; "
-                      f"running the source (rebuild with: pip install -e .)", file=sys.stderr)
+                _say_stale(fullname, short, "the source")
         STATE[fullname] = kind
         if kind == "compiled":
             return None  # the normal finders load the extension module
