@@ -361,9 +361,6 @@ cdef class SlidingWindow:
 cdef class InFlight:
     """A counter of things in progress, capped at ``limit`` (0 = unlimited)."""
 
-    cdef long long _count
-    cdef long long _limit
-
     def __init__(self, limit):
         self._limit = _check_count(limit, "limit", 0)
         self._count = 0
@@ -380,13 +377,13 @@ cdef class InFlight:
         """Change the limit; acquisitions already made are kept."""
         self._limit = _check_count(limit, "limit", 0)
 
-    def try_acquire(self):
+    cpdef bint try_acquire(self):
         if self._limit and self._count >= self._limit:
             return False
         self._count += 1
         return True
 
-    def release(self):
+    cpdef release(self):
         if self._count > 0:
             self._count -= 1
 

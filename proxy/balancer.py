@@ -74,15 +74,30 @@ class ServerState:
         return f"ServerState({self.name})"
 
 
-class RoundRobin:
+class Balancer:
+    """What a cluster holds: ``pick`` one of ``servers`` (compiled, an extension
+    type whose ``pick`` the cluster calls in C; the kinds below override it)."""
+
+    if not cython.compiled:
+        __slots__ = ("servers",)
+
     def __init__(self, servers: Sequence[ServerState]):
         self.servers = list(servers)
 
     def pick(self, exclude=()) -> Optional[ServerState]:
+        raise NotImplementedError
+
+
+class RoundRobin(Balancer):
+    if not cython.compiled:
+        __slots__ = ()
+
+    def pick(self, exclude=()) -> Optional[ServerState]:
+        s: ServerState
         if len(self.servers) == 1:
             s = self.servers[0]
             return s if s not in exclude and s.available() else None
-        best = None
+        best: ServerState = None
         total = 0
         for s in self.servers:
             if s in exclude or not s.available():
@@ -96,13 +111,17 @@ class RoundRobin:
         return best
 
 
-class LeastRequest:
+class LeastRequest(Balancer):
+    if not cython.compiled:
+        __slots__ = ("_rng",)
+
     def __init__(self, servers: Sequence[ServerState], rng: Callable[[], float] = random.random):
-        self.servers = list(servers)
+        Balancer.__init__(self, servers)
         self._rng = rng
 
-    def _draw(self, cands: list[ServerState], total: int) -> ServerState:
+    def _draw(self, cands, total):
         x = self._rng() * total
+        s: ServerState
         for s in cands:
             x -= s.weight
             if x < 0:
@@ -110,22 +129,29 @@ class LeastRequest:
         return cands[-1]
 
     def pick(self, exclude=()) -> Optional[ServerState]:
-        cands = [s for s in self.servers if s not in exclude and s.available()]
+        cands = []
+        total = 0
+        s: ServerState
+        a: ServerState
+        b: ServerState
+        for s in self.servers:
+            if s not in exclude and s.available():
+                cands.append(s)
+                total += s.weight
         if not cands:
             return None
         if len(cands) == 1:
             return cands[0]
-        total = sum(s.weight for s in cands)
         a = self._draw(cands, total)
-        rest = [s for s in cands if s is not a]
-        b = self._draw(rest, total - a.weight)
+        cands.remove(a)
+        b = self._draw(cands, total - a.weight)
         # fewer in-flight per unit of weight wins; ties go to the first draw
         if b.active * a.weight < a.active * b.weight:
             return b
         return a
 
 
-def make_balancer(kind: str, servers: Sequence[ServerState]):
+def make_balancer(kind: str, servers: Sequence[ServerState]) -> Balancer:
     if kind == "least_request":
         return LeastRequest(servers)
     return RoundRobin(servers)

@@ -14,6 +14,7 @@ cdef class Breaker:
 
     cpdef outcome_for_status(self, int status)
     cpdef double retry_after(self, double now)
+    cpdef bint half_open(self)
     cpdef bint peek(self, double now)
     cpdef bint allow(self, double now)
     cpdef record(self, double now, outcome, double latency, bint trial_slot_released=*)
@@ -28,6 +29,7 @@ cdef class Breaker:
 cdef class NullBreaker(Breaker):
     cpdef outcome_for_status(self, int status)
     cpdef double retry_after(self, double now)
+    cpdef bint half_open(self)
     cpdef bint peek(self, double now)
     cpdef bint allow(self, double now)
     cpdef record(self, double now, outcome, double latency, bint trial_slot_released=*)

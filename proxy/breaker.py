@@ -249,6 +249,10 @@ class Breaker:
     def state(self) -> State:
         return self._state
 
+    def half_open(self) -> bool:
+        """``state is HALF_OPEN``, as one call (the exchange asks on every attempt)."""
+        return self._state is _HALF_OPEN
+
     @property
     def since(self) -> float:
         """When the current state was entered."""
@@ -409,6 +413,9 @@ class NullBreaker(Breaker):
     @property
     def state(self) -> State:
         return _CLOSED
+
+    def half_open(self) -> bool:
+        return False
 
     @property
     def since(self) -> float:

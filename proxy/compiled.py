@@ -24,7 +24,9 @@ extension types as C structs (``cimport`` in the .pxd files: the exchange
 reads its server's, cluster's and connection's fields directly), so a
 compiled module beside the source of one it cimports would not even import.
 When any listed module has to run its source, every listed module does
-(one line on stderr names the first one and why).
+(one line on stderr names the first one and why). The compiled core also
+cimports the native accounting primitives (``REQUIRES``: the in-flight
+counters are C calls); without that extension the core runs its source too.
 
 A module compiled by an earlier build but no longer in ``MODULES`` is
 judged alone the same way (its digest file says it was built as a core
@@ -42,10 +44,12 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["MODULES", "STATE", "choose", "choose_all", "core_kind", "install", "pure_requested", "source_digest"]
+__all__ = ["MODULES", "REQUIRES", "STATE", "choose", "choose_all", "core_kind", "install", "pure_requested", "source_digest"]
 
 MODULES = ("exchange", "downstream", "upstream", "metrics", "breaker", "pool", "headers", "routing", "balancer",
            "heads")
+# extension modules (built from native/) whose types the compiled core cimports
+REQUIRES = ("_accounting",)
 STATE: dict[str, str] = {}
 _PACKAGE = "proxy"
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -92,13 +96,17 @@ def choose(directory: str, short: str) -> tuple[str, str]:
     return "compiled", ""
 
 
-def choose_all(directory: str, modules) -> tuple[str, str, str]:
-    """``("compiled", "", "")`` when every one of ``modules`` can run compiled, else
-    ``("source", first module that cannot, why)``: they run together or not at all."""
+def choose_all(directory: str, modules, requires=()) -> tuple[str, str, str]:
+    """``("compiled", "", "")`` when every one of ``modules`` can run compiled (and every
+    extension module in ``requires`` is there), else ``("source", first module that cannot,
+    why)``: they run together or not at all."""
     for short in modules:
         kind, why = choose(directory, short)
         if kind != "compiled":
             return kind, short, why
+    for short in requires:
+        if _built(directory, short) is None:
+            return "source", short, "not compiled"
     return "compiled", "", ""
 
 
@@ -108,8 +116,9 @@ def _say_stale(fullname: str, short: str, running: str) -> None:
 
 
 class _Finder:
-    def __init__(self, package: str, directory: str, modules) -> None:
+    def __init__(self, package: str, directory: str, modules, requires=()) -> None:
         self.package, self.directory, self.modules = package, directory, tuple(modules)
+        self.requires = tuple(requires)
         self._group = None  # choose_all's answer for the listed modules, decided at the first import
 
     def find_spec(self, fullname, path=None, target=None):
@@ -118,10 +127,13 @@ class _Finder:
             return None
         if short in self.modules:
             if self._group is None:
-                self._group = choose_all(self.directory, self.modules)
+                self._group = choose_all(self.directory, self.modules, self.requires)
                 _, culprit, why = self._group
                 if why == "stale":
                     _say_stale(f"{pkg}.{culprit}", culprit, "the source of the whole core")
+                elif culprit in self.requires:
+                    print(f"edgeproxy: {pkg}.{culprit} is not compiled; running the source of the whole core "
+                          f"(rebuild with: pip install -e .)", file=sys.stderr)
             kind = self._group[0]
         else:
             # a module compiled by an earlier build whose MODULES listed it: its digest still decides
@@ -139,10 +151,10 @@ class _Finder:
         return importlib.util.spec_from_file_location(fullname, os.path.join(self.directory, short + ".py"))
 
 
-def install(package: str = _PACKAGE, directory: str = _DIR, modules=MODULES) -> None:
+def install(package: str = _PACKAGE, directory: str = _DIR, modules=MODULES, requires=REQUIRES) -> None:
     """Put the finder for ``package``'s compiled ``modules`` first on ``sys.meta_path`` (once)."""
     if not any(isinstance(f, _Finder) and f.package == package for f in sys.meta_path):
-        sys.meta_path.insert(0, _Finder(package, directory, modules))
+        sys.meta_path.insert(0, _Finder(package, directory, modules, requires))
 
 
 def core_kind() -> str:

@@ -2,7 +2,9 @@
 # exchange.pxd does for exchange.py: typed slots, C calls between the
 # internal methods; everything the transport, the server, the exchange and
 # the diagnostics use stays Python-visible.
+from proxy._accounting cimport InFlight
 from proxy.headers cimport HeaderPolicy
+from proxy.metrics cimport Metrics
 from proxy.heads cimport RequestHead
 from proxy.routing cimport Route, Router
 
@@ -18,10 +20,17 @@ cdef class Downstream:
     cdef public int scan, state, paused, requests, drained, _tkind
     cdef public long long body_limit, body_seen, rate_bytes
     cdef public double rate_t0, last_read, created, _timer_due, _deadline, _xtimer_due
-    cdef public bint client_eof, write_paused, _processing, body_done, timed_out
+    cdef public bint client_eof, write_paused, _processing, body_done, timed_out, shutting_down
     cdef public double linger_until
     cdef public long long max_head, max_line, max_headers, max_requests
     cdef public double header_timeout, keepalive_timeout
+    # what the server shares with every request (fixed for the server's life)
+    cdef public Router router
+    cdef public dict clusters
+    cdef public InFlight requests_gate
+    cdef public Metrics metrics
+    cdef public object accesslog
+    cdef public long long max_response_head
     cdef public object _timer, _send_timer, _xtimer, _xowner
 
     cdef _process(self)

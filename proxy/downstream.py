@@ -90,6 +90,14 @@ class Downstream:
         self.max_requests = cfg.keepalive_requests
         self.header_timeout = cfg.header_timeout
         self.keepalive_timeout = cfg.keepalive_timeout
+        # what the server shares with every request, read per request (typed slots compiled): the server
+        # keeps them for its whole life (a configuration reload starts new workers, each with a new server)
+        self.router = server.router
+        self.clusters = server.clusters
+        self.requests_gate = server.requests_gate
+        self.metrics = server.metrics
+        self.accesslog = server.accesslog
+        self.max_response_head = server.max_response_head
         self.listener = listener
         self.headers = admitted.headers if admitted is not None else server.headers
         self.admitted = admitted  # the Listener whose admission slots this connection holds
@@ -113,6 +121,7 @@ class Downstream:
         self.client_eof = False
         self.body_done = False  # the current request's body was read to its end
         self.timed_out = False  # the client was too slow: no lingering for it
+        self.shutting_down = False  # the server drains: close once idle (close_if_idle, on every connection)
         self.linger_until = 0.0
         self.write_paused = False
         self.last_read = 0.0
@@ -265,7 +274,7 @@ class Downstream:
             rtarget = head.target if head.target != b"*" else b"/"
         if self.tls is not None and self._tls_refused(head, rid, trace, now):
             return
-        router: Router = server.router
+        router: Router = self.router
         route: Route = router.match(head.host, rtarget)
         if route is None:
             self.state = S_RESP
@@ -277,20 +286,20 @@ class Downstream:
             # 100-continue, before the client sends) the body, then close
             self.state = S_RESP
             self.decoder = None
-            server.metrics.request_done(route.name, 413, _monotonic() - now)
+            self.metrics.request_done(route.name, 413, _monotonic() - now)
             self._log_local(head, 413, "body_too_large", rid, trace, now)
             self.write(error_response(413, "body_too_large", rid, False))
             self.response_done(False)
             return
         self.body_limit = limit
         self.body_seen = 0
-        if not server.requests_gate.try_acquire():
+        if not self.requests_gate.try_acquire():
             # global in-flight cap ([server] max_requests): shed load cheaply
             self.state = S_RESP
-            server.metrics.admission(self.listener, "max_requests")
+            self.metrics.admission(self.listener, "max_requests")
             self._local_answer(head, 503, "overloaded", rid, trace, now)
             return
-        ex = Exchange(self, head, route, server.clusters[route.upstream], now)
+        ex = Exchange(self, head, route, self.clusters[route.upstream], now)
         self.exchange = ex
         if self.decoder is not None:
             self.state = S_BODY_WAIT
@@ -307,7 +316,7 @@ class Downstream:
             self.state = S_RESP
             self.decoder = None  # the body is not read: the connection closes after the answer
             self._log_local(head, 403, "client_certificate_refused", rid, trace, now)
-            self.server.metrics.request_done("none", 403, _monotonic() - now)
+            self.metrics.request_done("none", 403, _monotonic() - now)
             body = orjson.dumps({"error": "client_certificate_refused", "reason": tls.refusal,
                                  "request_id": rid.decode("latin-1")})
             self.write(static_response(403, b"application/json", body, rid, False))
@@ -396,19 +405,19 @@ class Downstream:
         self.req_head = None
         self.decoder = None
         self.state = S_RESP
-        self.server.metrics.request_done("none", exc.status, 0.0)
+        self.metrics.request_done("none", exc.status, 0.0)
         self._log_local(None, exc.status, exc.code, rid, b"", _monotonic())
         self.write(error_response(exc.status, exc.code, rid, False))
         self.response_done(False)
 
     def _local_answer(self, head, status, code: str, rid: bytes, trace: bytes, started: float) -> None:
         """An answer made by the proxy itself (no upstream involved)."""
-        self.server.metrics.request_done("none", status, _monotonic() - started)
+        self.metrics.request_done("none", status, _monotonic() - started)
         self._log_local(head, status, code, rid, trace, started)
         self.send_error(status, code, rid)
 
     def _log_local(self, head, status, code, rid, trace, started) -> None:
-        log = self.server.accesslog
+        log = self.accesslog
         if log is None:
             return
         log.log(request_record(self, head, status, code, rid, trace, _monotonic() - started))
@@ -420,7 +429,7 @@ class Downstream:
             head is not None
             and head.keep_alive
             and not self.client_eof
-            and not self.server.draining
+            and not self.shutting_down
             and self.requests < self.max_requests
         )
 
@@ -541,6 +550,7 @@ class Downstream:
         send it, and is then served with ``Connection: close``; closing it at
         once would lose that request.
         """
+        self.shutting_down = True  # no keep-alive from now on (can_keep_alive)
         if self.state == S_LINGER:
             self.close()
             return True
@@ -634,7 +644,7 @@ class Downstream:
             return
         self._tkind = 0
         state = self.state
-        metrics = self.server.metrics
+        metrics = self.metrics
         if kind == K_IDLE:
             if state == S_HEAD and not self.buf:
                 metrics.timeout("downstream", "keepalive")
@@ -695,5 +705,5 @@ class Downstream:
     def _on_send_timeout(self) -> None:
         self._send_timer = None
         if self.write_paused and self.state != S_CLOSED:
-            self.server.metrics.timeout("downstream", "send")
+            self.metrics.timeout("downstream", "send")
             self.abort()

@@ -19,7 +19,6 @@ cdef class Exchange:
     cdef public Route route
     cdef public RequestHead head
     cdef public ResponseHead resp
-    cdef public object server_ctx
     cdef public bytes rid, trace, up_head
     cdef public bint chunk_up, reused, req_done, body_started, chunk_out, keep, finished, up_eof, upgrade
     cdef public bint fresh_retry, stale_retried, queued, trial, judged
@@ -28,7 +27,8 @@ cdef class Exchange:
     cdef public ServerState server
     cdef public UpstreamConn conn
     cdef public object rbuf, dec, connect_time, ttfb, last_error, held_up, held_down
-    cdef public object inflight_cluster, outcome
+    cdef public Cluster inflight_cluster
+    cdef public object outcome
     cdef public long long bytes_in, bytes_out
     cdef public double req_done_at, last_up, stall_since, deadline, queued_until, attempt_at, started
 

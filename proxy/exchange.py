@@ -49,7 +49,7 @@ from . import errors
 from .accesslog import request_record
 from .answers import error_body, error_response
 from .balancer import ServerState
-from .breaker import Outcome, State
+from .breaker import Outcome
 from .heads import ResponseHead
 from .upstream import OVERFLOW, QUEUED
 from .codec import (FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_NONE, LAST_CHUNK, ParseError, build_request_head,
@@ -60,7 +60,6 @@ WAIT_HEAD = 0
 BODY = 1
 DONE = 2
 TUNNEL = 3
-HALF_OPEN = State.HALF_OPEN
 
 _monotonic = time.monotonic
 _INF = math.inf
@@ -115,9 +114,8 @@ class Exchange:
         judged = True  # this attempt's outcome went to the breaker (or there is none)
         attempt_at = 0.0
 
-    def __init__(self, down, head, route, cluster, now: float):
+    def __init__(self, down: Downstream, head: RequestHead, route: Route, cluster: Cluster, now: float):
         self.down = down
-        self.server_ctx = down.server
         self.head = head
         self.route = route
         self.cluster = cluster
@@ -194,7 +192,7 @@ class Exchange:
             if not server.breaker.allow(now):
                 server = None  # its last trial slot just went; try another
         # the breaker admitted this attempt; it is judged exactly once
-        self.trial = server.breaker.state == HALF_OPEN
+        self.trial = server.breaker.half_open()
         self.judged = False
         self.attempt_at = now
         self.attempts += 1
@@ -348,11 +346,11 @@ class Exchange:
                 conn.close()
 
     def _parse_response(self) -> None:
-        ctx = self.server_ctx
+        max_head = self.down.max_response_head
         while True:
             rbuf = self.rbuf
             try:
-                res = parse_response_head(rbuf, self.head.method, ctx.max_response_head, self.rscan,
+                res = parse_response_head(rbuf, self.head.method, max_head, self.rscan,
                                                 self.upgrade)
             except ParseError as exc:
                 self._upstream_failed(errors.InvalidResponse(exc.detail), stale=False)
@@ -588,7 +586,7 @@ class Exchange:
         fb = cluster.cfg.fallback
         cluster.metrics.fallback(cluster.name, reason)
         if fb.upstream:
-            self.cluster = self.server_ctx.clusters[fb.upstream]
+            self.cluster = self.down.clusters[fb.upstream]
             self.tried = ()
             self._attempt()
             return
@@ -773,20 +771,19 @@ class Exchange:
             self.server.active -= 1
         self._unjudge()  # an attempt still open (client gone, bad body) judges nothing
         self.finished = True
-        self.server_ctx.requests_gate.release()
+        self.down.requests_gate.release()
         if self.inflight_cluster is not None:
             self.inflight_cluster.inflight.release()
             self.inflight_cluster = None
         self.outcome = outcome
         now = _monotonic()
         duration = now - self.started
-        ctx = self.server_ctx
         route = self.route.name
         metrics = self.cluster.metrics  # the server's, shared by its clusters
         metrics.request_done(route, self.status, duration)
         if self.resp is not None:
             metrics.client_request(self.cluster.name, self.resp.status)
-        log = ctx.accesslog
+        log = self.down.accesslog
         if log is not None:
             server: ServerState = self.server
             log.log(request_record(self.down, self.head, self.status, outcome, self.rid, self.trace, duration,

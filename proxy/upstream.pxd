@@ -1,7 +1,8 @@
 # Types for compiling upstream.py with Cython (pure-Python mode), as
 # exchange.pxd does for exchange.py. Everything stays Python-visible: the
 # exchange, the server, health checks and diagnostics use these objects.
-from proxy.balancer cimport ServerState
+from proxy._accounting cimport InFlight
+from proxy.balancer cimport Balancer, ServerState
 from proxy.metrics cimport Metrics
 from proxy.pool cimport Pool
 
@@ -19,8 +20,10 @@ cdef class UpstreamConn:
 cdef class Cluster:
     cdef public Pool pool
     cdef public Metrics metrics
-    cdef public object cfg, name, loop, servers, balancer, default_host, retry_methods
-    cdef public object inflight, retry_budget, conn_count, pending, tiers, planner, load, idle_timeout_now
+    cdef public Balancer balancer
+    cdef public object cfg, name, loop, servers, default_host, retry_methods
+    cdef public InFlight inflight
+    cdef public object retry_budget, conn_count, pending, tiers, planner, load, idle_timeout_now
     cdef public object opening, recovering, open_conns, pending_connects
     cdef public object max_connections, max_pending, pending_timeout, _served_before
     cdef public bint closing

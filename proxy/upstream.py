@@ -31,7 +31,7 @@ except ImportError:  # Cython absent: this module runs as plain Python
 
 from . import errors, log
 from .balancer import ServerState, make_balancer
-from .accounting import InFlight
+from . import accounting
 from .breaker import BreakerPolicy, make_breaker
 from .pool import IdleTiers, LoadSampler, Pool, WarmupPlanner
 from .retry import RetryBudget
@@ -190,7 +190,7 @@ class Cluster:
         self.retry_methods = frozenset(m.encode() for m in cfg.retry_methods)
         # concurrency caps (Envoy-style, apart from the breaker): see acquire()
         limits = cfg.limits
-        self.inflight = InFlight(limits.max_requests)  # requests of the cluster in flight
+        self.inflight = accounting.InFlight(limits.max_requests)  # requests of the cluster in flight
         self.retry_budget = RetryBudget.from_config(limits)
         self._served_before = 0  # attempts started, all servers, at the last tick
         self.max_connections = limits.max_connections

@@ -105,6 +105,18 @@ def test_listed_modules_are_compiled_when_every_build_is_current(tmp_path, monke
     assert compiled.choose_all(str(tmp_path), ("a", "b")) == ("source", "b", "stale")
 
 
+def test_listed_modules_need_the_extensions_they_cimport(tmp_path, monkeypatch):
+    """Current builds of every listed module still run as source when an extension module
+    they cimport (the native accounting primitives) is missing: they would not import."""
+    monkeypatch.delenv("EDGEPROXY_PURE", raising=False)
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.py").write_text("WHO = 'source'\n")
+        fake_build(tmp_path, compiled.source_digest(str(tmp_path / f"{name}.py")), name)
+    assert compiled.choose_all(str(tmp_path), ("a", "b"), ("_native",)) == ("source", "_native", "not compiled")
+    fake_build(tmp_path, None, "_native")
+    assert compiled.choose_all(str(tmp_path), ("a", "b"), ("_native",)) == ("compiled", "", "")
+
+
 def test_finder_judges_a_leftover_build_of_a_module_no_longer_listed(tmp_path):
     res = import_with_finder(tmp_path, "edgeproxy_probe_pkg2", "old", (), "0" * 64)
     assert res.stdout.split() == ["source", "source"]
