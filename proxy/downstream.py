@@ -196,6 +196,10 @@ class Downstream:
         if self._xtimer is not None and (xo is None or xo.finished):
             self._xtimer.cancel()  # else an exchange still running (a tunnel's end) keeps its timer
             self._xtimer = None
+        if self._xtimer is None:
+            # the last exchange refers back to this connection: without the cycle, refcounting frees
+            # the connection's objects now instead of the cyclic garbage collector later
+            self._xowner = None
         self.server.connection_closed(self)
 
     def pause_writing(self):

@@ -465,14 +465,14 @@ class TLSConnection(asyncio.Protocol):
             self.hello_at = _monotonic()
         self.incoming.write(data)
         try:
-            self.sslobj.do_handshake()
+            self.records.do_handshake()  # the C object: no wrapper frame in the usual SSLWantReadError
         except ssl.SSLWantReadError:
             self._flush()
             return
         except ssl.SSLError as exc:
             self._failed(self.fail_reason or failure_reason(exc), exc)
             return
-        if self.incoming.pending and self.sslobj.version() == "TLSv1.3":
+        if self.incoming.pending and self.records.version() == "TLSv1.3":
             # the client's first request came with its Finished: the session tickets OpenSSL just
             # queued leave with the answer (TLSTransport.write and close send whatever is queued),
             # one write and one packet fewer per new connection. Only in TLS 1.3: a TLS 1.2 client
@@ -489,6 +489,11 @@ class TLSConnection(asyncio.Protocol):
 
     def _end_handshake(self) -> None:
         self.ended = True
+        if self.sslobj is not None:
+            # the SNI callback's way back to this connection is needed no longer: without the
+            # reference cycle, the connection's objects are freed as soon as it closes, not by
+            # the cyclic garbage collector
+            self.sslobj._edge_conn = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -518,7 +523,7 @@ class TLSConnection(asyncio.Protocol):
     def _established(self) -> None:
         now = _monotonic()
         self._end_handshake()
-        sslobj = self.sslobj
+        sslobj = self.records  # the C object under ssl.SSLObject: the same calls, no wrapper frames
         ctxs = self.contexts
         name = self.listener.name
         phases = {
@@ -528,7 +533,7 @@ class TLSConnection(asyncio.Protocol):
         }
         subject, refusal, identity = "", "", []
         if ctxs.policy is not None:
-            der = sslobj.getpeercert(binary_form=True)
+            der = self.sslobj.getpeercert(binary_form=True)
             t0 = _monotonic()
             verdict = ctxs.policy.check(der, datetime.datetime.now(datetime.timezone.utc))
             phases["client_verify"] = _monotonic() - t0
@@ -559,6 +564,8 @@ class TLSConnection(asyncio.Protocol):
     def read_app(self) -> None:
         """Decrypt what has arrived and hand it to the Downstream (until it pauses)."""
         app = self.app
+        if app is None:  # closed since this call was scheduled
+            return
         sslobj = self.records
         incoming = self.incoming
         while not self.app_paused:
@@ -591,8 +598,10 @@ class TLSConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc):
-        if self.app is not None:
-            self.app.connection_lost(exc)
+        app = self.app
+        if app is not None:
+            self.app = None  # the Downstream's transport leads back here: no cycle left behind
+            app.connection_lost(exc)
             return
         if not self.ended:
             self._failed("eof", exc)
