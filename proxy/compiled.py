@@ -46,7 +46,7 @@ import sys
 
 __all__ = ["MODULES", "REQUIRES", "STATE", "choose", "choose_all", "core_kind", "install", "pure_requested", "source_digest"]
 
-MODULES = ("exchange", "downstream", "upstream", "metrics", "breaker", "pool", "headers", "routing", "balancer",
+MODULES = ("exchange", "downstream", "upstream", "metrics", "breaker", "pool", "headers", "routing", "balancer", "tls",
            "heads")
 # extension modules (built from native/) whose types the compiled core cimports
 REQUIRES = ("_accounting",)

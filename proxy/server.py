@@ -67,6 +67,43 @@ def _bind(host: str, port: int, backlog: int, reuse_port: bool = False) -> socke
     return sock
 
 
+def accepted_socket_class(family: socket.AddressFamily, type_: socket.SocketKind) -> type:
+    """A ``socket.socket`` subclass for the connections of one listener: ``family`` and ``type``
+    are plain class attributes. On ``socket.socket`` they are properties that rebuild an enum
+    from the descriptor's ints on every read, and the event loop reads them for every
+    accepted connection (three enum conversions in Python per connection)."""
+    return type("AcceptedSocket", (socket.socket,), {"__slots__": (), "family": family, "type": type_})
+
+
+def run_coroutine(loop: asyncio.AbstractEventLoop, coro, on_error) -> None:
+    """Run ``coro`` to its end without an ``asyncio.Task``; ``on_error(exc)`` if it raises.
+
+    For ``loop.connect_accepted_socket`` on every accepted connection: it
+    awaits one future (the transport's connection_made) and returns. A Task
+    would cost a Task object, its registration, two more event-loop
+    callbacks and a done callback per connection; this sends the coroutine
+    on when each future it waits on is done (or at the next loop iteration
+    for a bare yield), exactly as a Task steps it, and nothing more. Nobody
+    awaits the result, and nothing cancels it (the transport's own close
+    ends a connection).
+    """
+    def step(_=None) -> None:
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller, never raised into the loop
+            on_error(exc)
+            return
+        if waiting is None:
+            loop.call_soon(step)
+        else:
+            waiting._asyncio_future_blocking = False  # as a Task does before it waits on the future
+            waiting.add_done_callback(step)
+
+    step()
+
+
 def upstream_reasons(config, routed) -> list[str]:
     """Readiness reasons from the routed clusters: one per cluster with no usable server
     (none when ``[admin] readyz_upstreams`` is off)."""
@@ -109,6 +146,7 @@ class Listener:
         # connection; _accept() (the C call under it) with these ints saved does the same work
         s = self.sock
         self._accept_as = (int(s.family), int(s.type), s.proto)
+        self._socket_class = accepted_socket_class(s.family, s.type)
         self.tls = server.tls.get(cfg.name)  # TLSContexts, swapped whole by a certificate reload
         self.headers = HeaderPolicy(
             server.config.headers, b"https" if cfg.tls else b"http",
@@ -162,6 +200,7 @@ class Listener:
     def _on_acceptable(self) -> None:
         sock = self.sock
         family, type_, proto = self._accept_as
+        new_socket = self._socket_class
         server = self.server
         adm = self.admission
         metrics = server.metrics
@@ -174,7 +213,7 @@ class Listener:
                 return
             try:
                 fd, addr = sock._accept()
-                conn = socket.socket(family, type_, proto, fileno=fd)
+                conn = new_socket(family, type_, proto, fileno=fd)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -243,7 +282,6 @@ class ProxyServer:
         self.draining = False
         self._drained: asyncio.Event | None = None
         self._sweeper = None
-        self._accepting_tasks: set[asyncio.Task] = set()
         self.metrics.set_gauge_source("http_server_connections_active", lambda: len(self.connections))
         # a single process counts itself; workers report 0 and their supervisor the ready ones
         self.metrics.set_gauge_source("edgeproxy_workers", lambda: 1 if self.worker is None else 0)
@@ -344,17 +382,12 @@ class ProxyServer:
         if listener.cfg.proxy_protocol:
             inner = factory
             factory = lambda: ProxyHeaderReader(self, listener, ip, inner)  # noqa: E731
-        task = self.loop.create_task(self.loop.connect_accepted_socket(factory, sock))
-        self._accepting_tasks.add(task)
 
-        def accepted(t: asyncio.Task) -> None:
-            self._accepting_tasks.discard(t)
-            if t.cancelled() or t.exception() is not None:
-                if not t.cancelled():
-                    log.warn("accept_failed", error=str(t.exception()))
-                self.admission_released(listener, ip)  # no Downstream will release it
+        def failed(exc: BaseException) -> None:
+            log.warn("accept_failed", error=str(exc) or type(exc).__name__)
+            self.admission_released(listener, ip)  # no Downstream will release it
 
-        task.add_done_callback(accepted)
+        run_coroutine(self.loop, self.loop.connect_accepted_socket(factory, sock), failed)
 
     def admission_released(self, listener: Listener, ip: str) -> None:
         """An admitted connection is gone: its slots free, paused listeners resume."""

@@ -52,13 +52,18 @@ unlike an alert.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import ctypes.util
 import datetime
 import os
 import ssl
 import time
+
+try:
+    import cython
+except ImportError:  # Cython absent: this module runs as plain Python
+    class cython:  # noqa: N801
+        compiled = False
 
 from . import log
 
@@ -330,13 +335,14 @@ class TLSInfo:
         self.identity = identity  # [(header name, value)] added to requests sent upstream
 
 
-class TLSTransport(asyncio.Transport):
-    """What the Downstream sees: a transport that encrypts and decrypts."""
+class TLSTransport:
+    """What the Downstream sees: a transport that encrypts and decrypts (asyncio.Transport's methods,
+    without the base: compiled, this is an extension type, which cannot derive from a Python class)."""
 
-    __slots__ = ("_conn", "_raw", "_sslobj", "_records", "_outgoing")
+    if not cython.compiled:  # compiled (tls.pxd), typed slots
+        __slots__ = ("_conn", "_raw", "_sslobj", "_records", "_outgoing")
 
-    def __init__(self, conn: "TLSConnection"):
-        super().__init__()
+    def __init__(self, conn: TLSConnection):
         self._conn = conn
         self._raw = conn.raw
         self._sslobj = conn.sslobj
@@ -412,8 +418,9 @@ class TLSTransport(asyncio.Transport):
         return self._raw.get_extra_info(name, default)
 
 
-class TLSConnection(asyncio.Protocol):
-    """The protocol on a TLS listener's TCP transport: handshake, then relay to a Downstream."""
+class TLSConnection:
+    """The protocol on a TLS listener's TCP transport: handshake, then relay to a Downstream
+    (asyncio.Protocol's methods, without the base, as for TLSTransport)."""
 
     def __init__(self, server, listener, ip: str, accepted_at: float, make_downstream):
         self.server = server
@@ -499,7 +506,7 @@ class TLSConnection(asyncio.Protocol):
             self.timer = None
         self.server.handshake_ended(self)
 
-    def _failed(self, reason: str, exc: BaseException | None) -> None:
+    def _failed(self, reason, exc) -> None:
         if self.ended:
             return
         self._end_handshake()

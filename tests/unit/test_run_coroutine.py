@@ -1,0 +1,92 @@
+"""server.run_coroutine: a coroutine stepped to its end without an asyncio.Task."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from proxy.server import new_event_loop, run_coroutine
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def loop(request):
+    lp = new_event_loop(request.param)
+    yield lp
+    lp.close()
+
+
+def drive(loop, make_coro):
+    """Run ``make_coro(loop, gate)`` with run_coroutine; ``(trace, errors)`` once it has ended."""
+    trace, errors = [], []
+    ended = loop.create_future()
+
+    def on_error(exc):
+        errors.append(exc)
+        ended.set_result(None)
+
+    async def wrapper():
+        try:
+            await make_coro(loop, trace)
+        finally:
+            trace.append("end")
+            if not ended.done() and not errors:
+                loop.call_soon(lambda: ended.done() or ended.set_result(None))
+
+    async def main():
+        run_coroutine(loop, wrapper(), on_error)
+        trace.append("returned")  # run_coroutine returns at the coroutine's first wait
+        await asyncio.wait_for(ended, 5)
+
+    loop.run_until_complete(main())
+    return trace, errors
+
+
+def test_a_coroutine_that_never_waits_runs_at_once(loop):
+    async def coro(lp, trace):
+        trace.append("ran")
+
+    trace, errors = drive(loop, coro)
+    assert trace == ["ran", "end", "returned"] and errors == []
+
+
+def test_it_resumes_when_the_awaited_future_is_done(loop):
+    async def coro(lp, trace):
+        fut = lp.create_future()
+        lp.call_soon(fut.set_result, 7)
+        trace.append(await fut)
+        fut2 = lp.create_future()
+        lp.call_later(0.01, fut2.set_result, 8)
+        trace.append(await fut2)
+
+    trace, errors = drive(loop, coro)
+    assert trace == ["returned", 7, 8, "end"] and errors == []
+
+
+def test_a_bare_yield_resumes_at_the_next_iteration(loop):
+    async def coro(lp, trace):
+        await asyncio.sleep(0)
+        trace.append("after sleep(0)")
+
+    trace, errors = drive(loop, coro)
+    assert trace == ["returned", "after sleep(0)", "end"] and errors == []
+
+
+def test_an_exception_from_the_awaited_future_reaches_on_error(loop):
+    async def coro(lp, trace):
+        fut = lp.create_future()
+        lp.call_soon(fut.set_exception, ConnectionResetError("gone"))
+        await fut
+        trace.append("not reached")
+
+    trace, errors = drive(loop, coro)
+    assert trace == ["returned", "end"]
+    assert len(errors) == 1 and isinstance(errors[0], ConnectionResetError) and str(errors[0]) == "gone"
+
+
+def test_an_exception_before_any_wait_reaches_on_error(loop):
+    async def coro(lp, trace):
+        raise OSError("bad socket")
+
+    trace, errors = drive(loop, coro)
+    assert trace == ["end", "returned"] and [str(e) for e in errors] == ["bad socket"]
