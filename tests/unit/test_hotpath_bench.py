@@ -28,3 +28,16 @@ def test_hotpath_reports_a_cost_per_request(tls):
     assert m is not None, res.stdout
     assert ("TLS" in m.group(2)) == tls
     assert float(m.group(1)) > 0
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_connpath_reports_a_cost_per_connection(tls):
+    """bench/connpath.py: new connections through the real server (each answer is checked by the script)."""
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "connpath.py"), "--connections", "20"] + (["--tls"] if tls else [])
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    m = re.search(r"([\d.]+) µs per new (TLS connection \(handshake included\)|connection), one request each",
+                  res.stdout)
+    assert m is not None, res.stdout
+    assert ("TLS" in m.group(2)) == tls
+    assert float(m.group(1)) > 0
