@@ -62,7 +62,9 @@ class Client(asyncio.Protocol):
         self.done.set_result(bytes(self.received))
 
 
-async def measure(n: int, tls: bool, tmp: Path) -> float:
+async def start_proxy(tls: bool, tmp: Path):
+    """The real ProxyServer on 127.0.0.1 in front of an in-process upstream (``tls``: a TLS
+    listener with a development certificate made in ``tmp``): ``(server, port, client_ctx, upstream)``."""
     loop = asyncio.get_running_loop()
     up = await loop.create_server(Upstream, "127.0.0.1", 0)
     listener = {"address": "127.0.0.1:0"}
@@ -80,7 +82,12 @@ async def measure(n: int, tls: bool, tmp: Path) -> float:
     }, "<connpath>")
     server = ProxyServer(cfg, loop)
     await server.start()
-    port = server.listeners[0].sock.getsockname()[1]
+    return server, server.listeners[0].sock.getsockname()[1], client_ctx, up
+
+
+async def measure(n: int, tls: bool, tmp: Path) -> float:
+    loop = asyncio.get_running_loop()
+    server, port, client_ctx, up = await start_proxy(tls, tmp)
 
     async def one() -> None:
         done = loop.create_future()

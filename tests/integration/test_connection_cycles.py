@@ -18,36 +18,12 @@ from collections import Counter
 
 import pytest
 
-from proxy.config import parse_config
-from proxy.gencert import generate_dev_set
-from proxy.server import ProxyServer, new_event_loop
-
-
-async def _upstream(reader, writer):
-    while await reader.readline():
-        while (await reader.readline()) not in (b"\r\n", b""):
-            pass
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-        await writer.drain()
-    writer.close()
+from bench.connpath import start_proxy
+from proxy.server import new_event_loop
 
 
 async def _cyclic_garbage(tmp_path, tls: bool, keep_alive_requests: int) -> Counter:
-    up = await asyncio.start_server(_upstream, "127.0.0.1", 0)
-    listener = {"address": "127.0.0.1:0"}
-    client_ctx = None
-    if tls:
-        certs = generate_dev_set(tmp_path, ["localhost"])
-        listener.update(tls=True, certificates=[{"cert": str(certs["server.pem"]), "key": str(certs["server.key"])}])
-        client_ctx = ssl.create_default_context(cafile=str(certs["ca.pem"]))
-    cfg = parse_config({
-        "listeners": [listener], "admin": {"enabled": False}, "access_log": {"enabled": False},
-        "upstreams": {"app": {"servers": [f"127.0.0.1:{up.sockets[0].getsockname()[1]}"]}},
-        "routes": [{"upstream": "app"}],
-    }, "<test>")
-    server = ProxyServer(cfg, asyncio.get_running_loop())
-    await server.start()
-    port = server.listeners[0].sock.getsockname()[1]
+    server, port, client_ctx, up = await start_proxy(tls, tmp_path)
 
     async def connection():
         r, w = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx,
@@ -62,9 +38,20 @@ async def _cyclic_garbage(tmp_path, tls: bool, keep_alive_requests: int) -> Coun
         w.close()
         await w.wait_closed()
 
+    # the proxy side of every connection closed: the server's own notification, not a poll
+    all_closed = asyncio.Event()
+    closed_cb = server.connection_closed
+
+    def connection_closed(conn):
+        closed_cb(conn)
+        if not server.connections:
+            all_closed.set()
+
+    server.connection_closed = connection_closed
+
     async def closed():
-        while server.connections:
-            await asyncio.sleep(0.01)
+        await all_closed.wait()
+        all_closed.clear()
 
     try:
         await connection()  # warm-up: pooled upstream connection, imports, caches
