@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Each listener is a raw non-blocking socket (SO_REUSEADDR, configured
 backlog) watched with ``loop.add_reader``; the proxy accepts connections
-itself, in batches of up to ``ACCEPT_BATCH`` per readiness event, so later
+itself, in batches of up to ``ACCEPT_BATCH`` per readiness event (as many
+as the kernel reports queued, from TCP_INFO, so no accept ends in EAGAIN;
+until EAGAIN where TCP_INFO is missing), so
 admission control can decide per connection at accept time or stop reading
 the socket and let the kernel backlog hold the queue. An accept that fails
 for lack of file descriptors pauses that listener for a moment instead of
@@ -205,7 +207,13 @@ class Listener:
         adm = self.admission
         metrics = server.metrics
         name = self.name
-        for _ in range(ACCEPT_BATCH):
+        # the kernel says how many connections wait (TCP_INFO of the listening socket): accept those,
+        # not one more that could only fail with EAGAIN (a system call and a Python exception per
+        # readiness event); any arriving meanwhile make the socket readable again. Without TCP_INFO
+        # (not Linux), until EAGAIN.
+        queued = sysinfo.accept_queue(sock)
+        batch = ACCEPT_BATCH if queued is None else min(max(queued[0], 1), ACCEPT_BATCH)
+        for _ in range(batch):
             decision = adm.before_accept(time.monotonic())
             if decision is PAUSED:
                 metrics.admission(name, "paused")
