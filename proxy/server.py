@@ -478,6 +478,10 @@ class ProxyServer:
         log.event("draining", connections=len(self.connections))
         for lst in self.listeners:
             lst.close()
+        # a connection accepted in the last instant becomes a client connection at the loop's next
+        # iteration (its connection_made is scheduled): let it, so the drain below counts it and
+        # waits for its request instead of closing the upstream pools under it
+        await asyncio.sleep(0)
         for hs in list(self.handshaking):
             hs.abort()  # no request started on it yet
         for conn in list(self.connections):
