@@ -262,7 +262,6 @@ class Downstream:
     def _on_request(self, head) -> None:
         self.requests += 1
         self._cancel_timer()
-        server = self.server
         now = _monotonic()
         self.req_head = head
         self.body_done = False
