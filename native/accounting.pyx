@@ -18,6 +18,8 @@ than one already seen counts as no elapsed time, and ``now`` must be finite.
   Advancing time subtracts and zeroes the buckets that left the window; a
   gap of a whole window or more clears everything at once (O(buckets)).
 * ``InFlight``: a counter and a limit (0 = unlimited).
+* ``CodeCounts``: a C array of counts by code 0-999; ``Histogram``: C arrays
+  of bucket bounds and counts, and a sum (binary search per observation).
 
 Bit-for-bit agreement with the pure module is deliberate (the tests compare
 the two on random operation sequences): every float expression is evaluated
@@ -29,11 +31,13 @@ turned off for this file so the compiler cannot round differently.
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport ceil, floor, nextafter, INFINITY
 from libc.string cimport memset
+from operator import index
 
 IMPLEMENTATION = "native"
 
 cdef enum:
     BINS = 64
+    CODES = 1000
 
 TOKEN_EPSILON = 1e-9
 LATENCY_BINS = BINS
@@ -389,3 +393,102 @@ cdef class InFlight:
 
     def __repr__(self):
         return f"{type(self).__name__}(count={self._count}, limit={self._limit})"
+
+
+cdef class CodeCounts:
+    """Event counts by code, 0-999 (an HTTP status; the metrics' per-route and
+    per-upstream status counters). ``add`` is the per-request call."""
+
+    def __init__(self):
+        memset(self._counts, 0, sizeof(self._counts))
+
+    cpdef add(self, code):
+        cdef long c
+        if type(code) is not int:  # (a C long parameter would truncate floats)
+            c = index(code)  # TypeError for a non-integer, as the pure twin
+        else:
+            c = code
+        if c < 0 or c >= CODES:
+            raise ValueError(f"code must be in 0..{CODES - 1}, got {code!r}")
+        self._counts[c] += 1
+
+    def items(self):
+        """``[(code, count), ...]`` for the codes counted at least once, by code."""
+        cdef Py_ssize_t i
+        return [(i, self._counts[i]) for i in range(CODES) if self._counts[i]]
+
+    def __repr__(self):
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+
+cdef class Histogram:
+    """Observation counts per bucket of fixed upper bounds, plus their sum:
+    a Prometheus histogram's state. A value lands in the first bucket whose
+    bound is >= it (bounds are inclusive, as Prometheus's ``le``), past the
+    last bound in the overflow (+Inf) bucket."""
+
+    def __init__(self, bounds):
+        cdef Py_ssize_t i, n
+        values = _check_bounds(bounds)
+        n = len(values)
+        self._free()
+        self._bounds = <double *>PyMem_Malloc(<size_t>(n if n else 1) * sizeof(double))
+        self._counts = <long long *>PyMem_Malloc(<size_t>(n + 1) * sizeof(long long))
+        if self._bounds == NULL or self._counts == NULL:
+            self._free()
+            raise MemoryError()
+        for i in range(n):
+            self._bounds[i] = values[i]
+        memset(self._counts, 0, <size_t>(n + 1) * sizeof(long long))
+        self._n = n
+        self._sum = 0.0
+
+    def __dealloc__(self):
+        self._free()
+
+    cdef void _free(self):
+        PyMem_Free(self._bounds)
+        PyMem_Free(self._counts)
+        self._bounds = NULL
+        self._counts = NULL
+        self._n = 0
+
+    cpdef observe(self, double value):
+        cdef Py_ssize_t lo = 0, hi = self._n, mid
+        if value != value:
+            raise ValueError("cannot observe NaN")
+        while lo < hi:  # first bound >= value
+            mid = (lo + hi) >> 1
+            if self._bounds[mid] < value:
+                lo = mid + 1
+            else:
+                hi = mid
+        self._counts[lo] += 1
+        self._sum += value
+
+    @property
+    def bounds(self):
+        cdef Py_ssize_t i
+        return tuple([self._bounds[i] for i in range(self._n)])
+
+    def counts(self):
+        """Per-bucket counts (not cumulative), the overflow bucket last."""
+        cdef Py_ssize_t i
+        if self._counts == NULL:
+            return []
+        return [self._counts[i] for i in range(self._n + 1)]
+
+    @property
+    def sum(self):
+        return self._sum
+
+    def __repr__(self):
+        return f"{type(self).__name__}(bounds={self.bounds!r}, counts={self.counts()!r}, sum={self._sum!r})"
+
+
+def _check_bounds(bounds):
+    values = [float(b) for b in bounds]
+    for i, b in enumerate(values):
+        if not (-INFINITY < b < INFINITY) or (i and b <= values[i - 1]):
+            raise ValueError(f"bounds must be finite and increasing, got {tuple(bounds)!r}")
+    return values

@@ -45,27 +45,41 @@ value.
 ``release`` never goes below zero. Lowering the limit below the current count
 does not revoke anything; new acquisitions fail until the count drops.
 
+``CodeCounts`` and ``Histogram`` hold the metrics' per-request event state:
+counts by code (0-999, HTTP statuses) and observation counts per bucket of
+fixed upper bounds with their sum (a value lands in the first bucket whose
+bound is >= it, past the last bound in the overflow bucket). ``add`` and
+``observe`` are the per-request calls; the metrics read ``items()``,
+``counts()`` and ``sum`` only when scraped.
+
 The classes exist twice with identical behaviour, down to float rounding:
 here in plain Python (``PureTokenBucket``, ``PureSlidingWindow``,
-``PureInFlight``) and as a Cython extension, ``proxy._accounting``. The
-names ``TokenBucket``, ``SlidingWindow`` and ``InFlight`` are the native ones
-when that extension imports and ``EDGEPROXY_PURE`` is not set to a true
-value, otherwise the pure ones; ``IMPLEMENTATION`` says which ("native" or
-"pure").
+``PureInFlight``, ``PureCodeCounts``, ``PureHistogram``) and as a Cython
+extension, ``proxy._accounting``. The names ``TokenBucket``,
+``SlidingWindow``, ``InFlight``, ``CodeCounts`` and ``Histogram`` are the
+native ones when that extension imports and ``EDGEPROXY_PURE`` is not set to
+a true value, otherwise the pure ones; ``IMPLEMENTATION`` says which
+("native" or "pure").
 """
 
 from __future__ import annotations
 
 import math
 import os
+from operator import index as _index
 from bisect import bisect_left as _bisect_left
 
 __all__ = [
+    "CODES",
+    "CodeCounts",
+    "Histogram",
     "IMPLEMENTATION",
     "LATENCY_BINS",
     "LATENCY_BOUNDS",
     "TOKEN_EPSILON",
     "InFlight",
+    "PureCodeCounts",
+    "PureHistogram",
     "PureInFlight",
     "PureSlidingWindow",
     "PureTokenBucket",
@@ -399,6 +413,76 @@ class PureInFlight:
         return f"{type(self).__name__}(count={self._count}, limit={self._limit})"
 
 
+CODES = 1000  # CodeCounts counts codes 0..CODES-1
+
+
+class PureCodeCounts:
+    """Event counts by code, 0-999 (an HTTP status). ``add`` is the per-request call."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self):
+        self._counts: dict[int, int] = {}
+
+    def add(self, code: int) -> None:
+        code = _index(code)  # TypeError for a non-integer, as the native twin
+        if code < 0 or code >= CODES:
+            raise ValueError(f"code must be in 0..{CODES - 1}, got {code!r}")
+        counts = self._counts
+        counts[code] = counts.get(code, 0) + 1
+
+    def items(self) -> list[tuple[int, int]]:
+        """``[(code, count), ...]`` for the codes counted at least once, by code."""
+        return sorted(self._counts.items())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+
+def _check_bounds(bounds) -> list[float]:
+    values = [float(b) for b in bounds]
+    for i, b in enumerate(values):
+        if not (-_INF < b < _INF) or (i and b <= values[i - 1]):
+            raise ValueError(f"bounds must be finite and increasing, got {tuple(bounds)!r}")
+    return values
+
+
+class PureHistogram:
+    """Observation counts per bucket of fixed upper bounds, plus their sum (a
+    Prometheus histogram's state). A value lands in the first bucket whose
+    bound is >= it (Prometheus's inclusive ``le``), past the last bound in
+    the overflow (+Inf) bucket."""
+
+    __slots__ = ("_bounds", "_counts", "_sum")
+
+    def __init__(self, bounds):
+        self._bounds = tuple(_check_bounds(bounds))
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        value = float(value)
+        if value != value:
+            raise ValueError("cannot observe NaN")
+        self._counts[_bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        return self._bounds
+
+    def counts(self) -> list[int]:
+        """Per-bucket counts (not cumulative), the overflow bucket last."""
+        return list(self._counts)
+
+    @property
+    def sum(self) -> float:
+        return self._sum
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(bounds={self.bounds!r}, counts={self.counts()!r}, sum={self._sum!r})"
+
+
 def _load():
     if os.environ.get("EDGEPROXY_PURE", "").strip().lower() not in ("", "0", "false", "no"):
         return None
@@ -414,10 +498,14 @@ if _native is not None:
     TokenBucket = _native.TokenBucket
     SlidingWindow = _native.SlidingWindow
     InFlight = _native.InFlight
+    CodeCounts = _native.CodeCounts
+    Histogram = _native.Histogram
     IMPLEMENTATION: str = "native"
 else:
     TokenBucket = PureTokenBucket  # type: ignore[misc]
     SlidingWindow = PureSlidingWindow  # type: ignore[misc]
     InFlight = PureInFlight  # type: ignore[misc]
+    CodeCounts = PureCodeCounts  # type: ignore[misc]
+    Histogram = PureHistogram  # type: ignore[misc]
     IMPLEMENTATION = "pure"
 del _native

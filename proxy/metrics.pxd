@@ -2,14 +2,17 @@
 # Metrics is an extension type whose event series are typed dict slots (the
 # per-request counters are C-level dict operations) and the cluster holds it
 # typed, so the exchange's per-request calls are C calls. NullMetrics
-# subclasses it so the slot has one type.
+# subclasses it so the slot has one type. Statuses and durations are counted
+# by the native accounting types, cimported (C calls).
+from proxy._accounting cimport CodeCounts, Histogram
+
 cdef class Metrics:
     cdef public object registry, _build_info
     cdef public long long _dropped
-    cdef public dict _req, _dur, _dur_sum, _client, _conn_err, _retry, _overflow, _admission, _opened, _reused
+    cdef public dict _req, _dur, _client, _client_failed, _conn_err, _retry, _overflow, _admission, _opened, _reused
     cdef public dict _evicted, _upgrade, _timeout, _transitions, _fallback, _health_checks, _tls_handshakes
     cdef public dict _tls_failures, _tls_sni_mismatch, _tls_sni_missing, _tls_purpose, _tls_resumed, _restarts
-    cdef public dict _hangs, _pp_errors, _reloads, _tls_dur, _tls_dur_sum, _gauge_sources
+    cdef public dict _hangs, _pp_errors, _reloads, _tls_dur, _gauge_sources
 
     cpdef request_done(self, str route, int code, double duration)
     cpdef client_request(self, str upstream, code)

@@ -13,13 +13,17 @@ can therefore live in one process (as they do in the test suite) without
 their series colliding.
 
 Hot path.  Counters and the request-duration histogram are updated from the
-event loop for every request, so they are plain ints in dicts keyed by label
-tuples (``self._req[(route, code)] += 1``; the histogram keeps per-bucket
-counts and a sum per route). A collector turns them into metric families
-only when ``/metrics`` is scraped, on the same thread, so no lock is taken;
-prometheus_client's own Counter takes a mutex on every increment. Label
-values come from configuration (route and upstream names) or from small
-closed sets (status codes, reasons), so the dicts stay small.
+event loop for every request, so they are plain numbers: ints in dicts keyed
+by label tuples (``self._retry[(upstream, result)] += 1``), and for the
+series moved by every request, one object per route or upstream that counts
+statuses in a C array (``accounting.CodeCounts``) or durations per bucket
+(``accounting.Histogram``), so a request costs a dict lookup by name and a
+C call rather than building, hashing and comparing a label tuple twice. A
+collector turns them into metric families only when ``/metrics`` is
+scraped, on the same thread, so no lock is taken; prometheus_client's own
+Counter takes a mutex on every increment. Label values come from
+configuration (route and upstream names) or from small closed sets (status
+codes, reasons), so the dicts stay small.
 
 Scrape-time gauges.  Values that are state rather than events (open
 connections, pool sizes) are not pushed from the hot path.  The proxy
@@ -43,7 +47,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterator
 
-from bisect import bisect_left
+from . import accounting
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -254,9 +258,8 @@ class _EventSeries:
     def collect(self) -> Iterator[Metric]:
         m = self._m
         for name, values in (
-            ("http_server_requests_total", m._req),
             ("http_server_upgrades_total", m._upgrade),
-            ("http_client_requests_total", m._client),
+            ("http_client_requests_total", m._client_failed),
             ("http_client_connect_errors_total", m._conn_err),
             ("http_client_retries_total", m._retry),
             ("http_timeouts_total", m._timeout),
@@ -265,7 +268,7 @@ class _EventSeries:
             ("upstream_overflow_total", m._overflow),
             ("http_server_admission_total", m._admission),
             ("http_client_conn_pool_opened_total", m._opened),
-            ("http_client_conn_pool_reused_total", m._reused),
+            ("http_client_conn_pool_reused_total", _flat(m._reused)),
             ("http_client_conn_pool_evicted_total", m._evicted),
             ("health_check_total", m._health_checks),
             ("tls_handshakes_total", m._tls_handshakes),
@@ -281,27 +284,45 @@ class _EventSeries:
         ):
             _, labels, help_ = _SPEC[name]
             fam = CounterMetricFamily(name, help_, labels=labels)
+            if name == "http_client_requests_total":
+                _add_codes(fam, m._client)
             for key, v in list(values.items()):
                 fam.add_metric([str(k) for k in key], v)
             yield fam
+        _, labels, help_ = _SPEC["http_server_requests_total"]
+        fam = CounterMetricFamily("http_server_requests_total", help_, labels=labels)
+        _add_codes(fam, m._req)
+        yield fam
         _, _, help_ = _SPEC["accesslog_dropped_total"]
         yield CounterMetricFamily("accesslog_dropped_total", help_, value=m._dropped)
-        yield _histogram("http_server_request_duration_seconds", REQUEST_DURATION_BUCKETS, m._dur, m._dur_sum)
-        yield _histogram("tls_handshake_duration_seconds", TLS_DURATION_BUCKETS, m._tls_dur, m._tls_dur_sum)
+        yield _histogram("http_server_request_duration_seconds", REQUEST_DURATION_BUCKETS, m._dur)
+        yield _histogram("tls_handshake_duration_seconds", TLS_DURATION_BUCKETS, m._tls_dur)
 
 
-def _histogram(name: str, buckets: tuple[float, ...], counts_by_key: dict, sums: dict) -> Metric:
-    """A histogram family from per-bucket counts (+Inf last) keyed by a label value or tuple."""
+def _add_codes(fam: CounterMetricFamily, counts_by_name: dict) -> None:
+    """Samples ``{name, code}`` from per-name ``CodeCounts``."""
+    for name, counts in list(counts_by_name.items()):
+        for code, n in counts.items():
+            fam.add_metric([name, str(code)], n)
+
+
+def _flat(nested: dict) -> dict:
+    """``{a: {b: n}}`` as ``{(a, b): n}``."""
+    return {(a, b): n for a, inner in list(nested.items()) for b, n in list(inner.items())}
+
+
+def _histogram(name: str, buckets: tuple[float, ...], by_key: dict) -> Metric:
+    """A histogram family from ``Histogram`` objects keyed by a label value or tuple."""
     _, labels, help_ = _SPEC[name]
     fam = HistogramMetricFamily(name, help_, labels=labels)
     bounds = [repr(float(b)) for b in buckets] + ["+Inf"]
-    for key, counts in list(counts_by_key.items()):
+    for key, hist in list(by_key.items()):
         acc = 0
         cum = []
-        for le, c in zip(bounds, counts):
+        for le, c in zip(bounds, hist.counts()):
             acc += c
             cum.append((le, acc))
-        fam.add_metric([key] if isinstance(key, str) else list(key), cum, sums[key])
+        fam.add_metric([key] if isinstance(key, str) else list(key), cum, hist.sum)
     return fam
 
 
@@ -320,16 +341,16 @@ class Metrics:
         self._build_info.labels(version=version, codec=codec, core=core).set(1)
 
         # event series: label tuple -> count (see _EventSeries)
-        self._req: dict[tuple[str, int], int] = {}
-        self._dur: dict[str, list[int]] = {}  # route -> per-bucket counts (+Inf last)
-        self._dur_sum: dict[str, float] = {}
-        self._client: dict[tuple[str, str], int] = {}
+        self._req: dict[str, CodeCounts] = {}  # route -> statuses
+        self._dur: dict[str, Histogram] = {}  # route -> durations
+        self._client: dict[str, CodeCounts] = {}  # upstream -> statuses
+        self._client_failed: dict[tuple[str, str], int] = {}  # (upstream, failure name)
         self._conn_err: dict[tuple[str, str, str], int] = {}
         self._retry: dict[tuple[str, str], int] = {}
         self._overflow: dict[tuple[str, str], int] = {}
         self._admission: dict[tuple[str, str], int] = {}
         self._opened: dict[tuple[str, str], int] = {}
-        self._reused: dict[tuple[str, str], int] = {}
+        self._reused: dict[str, dict[str, int]] = {}  # upstream -> server -> count
         self._evicted: dict[tuple[str, str], int] = {}
         self._upgrade: dict[tuple[str], int] = {}
         self._timeout: dict[tuple[str, str], int] = {}
@@ -346,8 +367,7 @@ class Metrics:
         self._hangs: dict[tuple, int] = {}
         self._pp_errors: dict[tuple[str], int] = {}
         self._reloads: dict[tuple[str], int] = {}
-        self._tls_dur: dict[tuple[str, str], list[int]] = {}
-        self._tls_dur_sum: dict[tuple[str, str], float] = {}
+        self._tls_dur: dict[tuple[str, str], Histogram] = {}
         self._dropped = 0
         reg.register(_EventSeries(self))
 
@@ -357,21 +377,23 @@ class Metrics:
     # -- hot path ---------------------------------------------------------
 
     def request_done(self, route: str, code, duration: float) -> None:  # code: the status, an int
-        key = (route, code)  # per request: inlined rather than _bump()
-        d = self._req
-        d[key] = d.get(key, 0) + 1
-        counts = self._dur.get(route)
-        if counts is None:
-            counts = self._dur[route] = [0] * (len(REQUEST_DURATION_BUCKETS) + 1)
-            self._dur_sum[route] = 0.0
-        counts[bisect_left(REQUEST_DURATION_BUCKETS, duration)] += 1
-        self._dur_sum[route] += duration
+        codes: CodeCounts = self._req.get(route)
+        if codes is None:
+            codes = self._req[route] = accounting.CodeCounts()
+            self._dur[route] = accounting.Histogram(REQUEST_DURATION_BUCKETS)
+        codes.add(code)
+        hist: Histogram = self._dur[route]
+        hist.observe(duration)
 
     def client_request(self, upstream: str, code: int | str) -> None:
         """``code``: the status (int) or a failure name (str)."""
-        key = (upstream, code)  # per request: inlined rather than _bump()
-        d = self._client
-        d[key] = d.get(key, 0) + 1
+        if type(code) is not int:
+            _bump(self._client_failed, (upstream, code))
+            return
+        codes: CodeCounts = self._client.get(upstream)
+        if codes is None:
+            codes = self._client[upstream] = accounting.CodeCounts()
+        codes.add(code)
 
     def connect_error(self, upstream: str, server: str, reason: str) -> None:
         _bump(self._conn_err, (upstream, server, reason if reason in CONNECT_ERROR_REASONS else "other"))
@@ -389,7 +411,10 @@ class Metrics:
         _bump(self._opened, (upstream, server))
 
     def pool_reused(self, upstream: str, server: str) -> None:
-        _bump(self._reused, (upstream, server))
+        by_server: dict = self._reused.get(upstream)  # per request: no label tuple
+        if by_server is None:
+            by_server = self._reused[upstream] = {}
+        by_server[server] = by_server.get(server, 0) + 1
 
     def pool_evicted(self, upstream: str, reason: str) -> None:
         _bump(self._evicted, (upstream, reason))
@@ -420,15 +445,13 @@ class Metrics:
         self.tls_phases(listener, phases)
 
     def tls_phases(self, listener: str, phases: dict) -> None:
-        dur, sums = self._tls_dur, self._tls_dur_sum
+        dur = self._tls_dur
         for phase, seconds in phases.items():
             key = (listener, phase)
-            counts = dur.get(key)
-            if counts is None:
-                counts = dur[key] = [0] * (len(TLS_DURATION_BUCKETS) + 1)
-                sums[key] = 0.0
-            counts[bisect_left(TLS_DURATION_BUCKETS, seconds)] += 1
-            sums[key] += seconds
+            hist = dur.get(key)
+            if hist is None:
+                hist = dur[key] = accounting.Histogram(TLS_DURATION_BUCKETS)
+            hist.observe(seconds)
 
     def tls_failure(self, listener: str, reason: str) -> None:
         _bump(self._tls_handshakes, (listener, "failed"))

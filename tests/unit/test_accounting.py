@@ -29,6 +29,8 @@ PURE = SimpleNamespace(
     TokenBucket=accounting.PureTokenBucket,
     SlidingWindow=accounting.PureSlidingWindow,
     InFlight=accounting.PureInFlight,
+    CodeCounts=accounting.PureCodeCounts,
+    Histogram=accounting.PureHistogram,
 )
 try:
     from proxy import _accounting as _native_module
@@ -40,6 +42,8 @@ else:
         TokenBucket=_native_module.TokenBucket,
         SlidingWindow=_native_module.SlidingWindow,
         InFlight=_native_module.InFlight,
+        CodeCounts=_native_module.CodeCounts,
+        Histogram=_native_module.Histogram,
     )
 
 IMPLS = [PURE] + ([NATIVE] if NATIVE is not None else [])
@@ -70,12 +74,16 @@ def test_module_surface():
         assert accounting.TokenBucket is accounting.PureTokenBucket
         assert accounting.SlidingWindow is accounting.PureSlidingWindow
         assert accounting.InFlight is accounting.PureInFlight
+        assert accounting.CodeCounts is accounting.PureCodeCounts
+        assert accounting.Histogram is accounting.PureHistogram
     forced = os.environ.get("EDGEPROXY_PURE", "").strip().lower() not in ("", "0", "false", "no")
     if NATIVE is not None and not forced:
         assert accounting.IMPLEMENTATION == "native"
         assert accounting.TokenBucket is NATIVE.TokenBucket
         assert accounting.SlidingWindow is NATIVE.SlidingWindow
         assert accounting.InFlight is NATIVE.InFlight
+        assert accounting.CodeCounts is NATIVE.CodeCounts
+        assert accounting.Histogram is NATIVE.Histogram
         assert _native_module.LATENCY_BOUNDS == BOUNDS
 
 
@@ -622,6 +630,89 @@ def test_in_flight_validation_and_read_only(impl):
         inflight.limit = 4
     with pytest.raises(AttributeError):
         inflight.count = 4
+
+
+# --------------------------------------------------------------------------
+# CodeCounts and Histogram (the metrics' per-request state)
+
+
+def test_code_counts(impl):
+    counts = impl.CodeCounts()
+    assert counts.items() == []
+    for code in (200, 503, 200, 0, 999, 200, True):
+        counts.add(code)
+    assert counts.items() == [(0, 1), (1, 1), (200, 3), (503, 1), (999, 1)]
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (1000, ValueError), (1 << 70, OverflowError),
+                                        (200.0, TypeError), ("200", TypeError), (None, TypeError)])
+def test_code_counts_refuse_what_is_not_a_code_without_damage(impl, bad, error):
+    counts = impl.CodeCounts()
+    counts.add(404)
+    with pytest.raises((error, ValueError) if error is OverflowError else error):
+        counts.add(bad)
+    assert counts.items() == [(404, 1)]
+
+
+def test_histogram_buckets_are_inclusive_upper_bounds(impl):
+    hist = impl.Histogram((0.5, 1, 2.5))
+    assert hist.bounds == (0.5, 1.0, 2.5)
+    assert hist.counts() == [0, 0, 0, 0] and hist.sum == 0.0
+    for value in (-3.0, 0.0, 0.5, 0.5000001, 1.0, 2.5, 2.6, 1e300, INF):
+        hist.observe(value)
+    #              <=0.5       <=1          <=2.5  +Inf
+    assert hist.counts() == [3, 2, 1, 3]
+    assert hist.sum == INF
+    got = hist.counts()
+    got[0] = 99  # a copy, not the state
+    assert hist.counts()[0] == 3
+
+
+def test_histogram_sum_and_nan(impl):
+    hist = impl.Histogram(metrics_buckets())
+    for value in (0.0004, 0.003, 0.2, 70.0):
+        hist.observe(value)
+    assert hist.sum == 0.0004 + 0.003 + 0.2 + 70.0
+    with pytest.raises(ValueError):
+        hist.observe(math.nan)
+    assert sum(hist.counts()) == 4 and hist.sum == 0.0004 + 0.003 + 0.2 + 70.0
+
+
+@pytest.mark.parametrize("bounds", [(1.0, 1.0), (2.0, 1.0), (0.1, INF), (math.nan,), (-INF, 0.0), ("x",)])
+def test_histogram_rejects_bad_bounds(impl, bounds):
+    with pytest.raises(ValueError):
+        impl.Histogram(bounds)
+
+
+def test_histogram_without_bounds_counts_everything_in_overflow(impl):
+    hist = impl.Histogram(())
+    hist.observe(1.0)
+    assert hist.bounds == () and hist.counts() == [1]
+
+
+def metrics_buckets():
+    from proxy.metrics import REQUEST_DURATION_BUCKETS
+
+    return REQUEST_DURATION_BUCKETS
+
+
+@pytest.mark.skipif(NATIVE is None, reason="native extension proxy._accounting not built")
+@settings(max_examples=200, deadline=None)
+@given(
+    bounds=st.lists(st.floats(-1e6, 1e6, allow_nan=False), max_size=20, unique=True).map(sorted),
+    values=st.lists(st.one_of(st.floats(-2e6, 2e6), st.sampled_from([0.0, 1.0, -0.0])), max_size=60),
+    codes=st.lists(st.integers(-5, 1005), max_size=60),
+)
+def test_code_counts_and_histogram_pure_and_native_agree(bounds, values, codes):
+    hists = [m.Histogram(bounds) for m in (PURE, NATIVE)]
+    counts = [m.CodeCounts() for m in (PURE, NATIVE)]
+    for value in values:
+        assert len({_outcome(h.observe, value) for h in hists}) == 1
+    for code in codes:
+        assert len({_outcome(c.add, code) for c in counts}) == 1
+    assert hists[0].counts() == hists[1].counts()
+    assert hists[0].sum == hists[1].sum
+    assert counts[0].items() == counts[1].items()
 
 
 # --------------------------------------------------------------------------
