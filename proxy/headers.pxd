@@ -4,6 +4,15 @@
 # are C calls.
 from proxy.heads cimport RequestHead
 
+# Request ids (new_request_id): the counter and the cached head of the id
+# are C module variables, the functions C calls from ids().
+cdef unsigned long long _id_next, _ID_MASK
+cdef bytes _id_base, _ID_PREFIX_HEX
+cdef tuple _HEX2
+
+cpdef bytes new_request_id()
+cpdef bytes request_id_for(bytes received)
+
 
 cdef class HeaderPolicy:
     cdef public bint x_forwarded, request_id, via, generate_trace

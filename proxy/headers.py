@@ -27,7 +27,6 @@ the request has none. The trace id (when valid) goes to the access log.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 
@@ -37,19 +36,29 @@ _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-
 VIA = b"1.1 edgeproxy"
 
 
-# Request ids: a random 64-bit prefix drawn once per process, then a counter.
-# Unique within the process by construction and across processes with
-# overwhelming probability, and no system call per request (os.urandom per
-# request cost about 5% of a small proxied GET).
+# Request ids: a random 64-bit prefix drawn once per process, then a 64-bit
+# counter, 32 hex digits in all. Unique within the process by construction
+# and across processes with overwhelming probability, and no system call per
+# request (os.urandom per request cost about 5% of a small proxied GET). The
+# id is built from the prefix and the counter's hex digits but the last two
+# (rebuilt once every 256 ids) plus the last two from a table: formatting
+# 64-bit hex per request cost about 4% of a small proxied GET.
 _ID_PREFIX = int.from_bytes(os.urandom(8), "big")
-_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
-
-
 _ID_PREFIX_HEX = b"%016x" % _ID_PREFIX
+_HEX2 = tuple(b"%02x" % i for i in range(256))
+_ID_MASK = 0xFFFFFFFFFFFFFFFF
+_id_next = int.from_bytes(os.urandom(4), "big")  # the counter's next value
+_id_base = _ID_PREFIX_HEX + b"%014x" % (_id_next >> 8)
 
 
 def new_request_id() -> bytes:
-    return _ID_PREFIX_HEX + b"%016x" % (next(_id_counter) & 0xFFFFFFFFFFFFFFFF)
+    # (no locals: compiled, the module variables are C integers, headers.pxd)
+    global _id_next, _id_base
+    if _id_next & 0xFF == 0:
+        _id_base = _ID_PREFIX_HEX + b"%014x" % (_id_next >> 8)
+    rid = _id_base + _HEX2[_id_next & 0xFF]
+    _id_next = (_id_next + 1) & _ID_MASK
+    return rid
 
 
 def request_id_for(received: bytes) -> bytes:

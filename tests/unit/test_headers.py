@@ -71,6 +71,18 @@ def test_new_request_ids_are_hex_and_unique():
     assert all(HEX32.match(i) for i in ids)
 
 
+def test_new_request_ids_count_up_across_the_cached_digits():
+    """The id is a fixed per-process prefix and a counter; the counter's head is
+    cached and rebuilt every 256 ids, so crossing that boundary (many times)
+    must still count up by one."""
+    first = new_request_id()
+    ids = [new_request_id() for _ in range(1000)]
+    prefixes = {i[:16] for i in ids}
+    assert prefixes == {first[:16]}
+    counters = [int(i[16:], 16) for i in [first] + ids]
+    assert counters == [(counters[0] + k) % (1 << 64) for k in range(1001)]
+
+
 def test_ids_keeps_client_request_id():
     policy = HeaderPolicy(HeadersConfig())
     rid, _, _ = policy.ids(head_of("X-Request-ID: client-id-42"))
