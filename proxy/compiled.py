@@ -26,7 +26,10 @@ compiled module beside the source of one it cimports would not even import.
 When any listed module has to run its source, every listed module does
 (one line on stderr names the first one and why). The compiled core also
 cimports the native accounting primitives (``REQUIRES``: the in-flight
-counters are C calls); without that extension the core runs its source too.
+counters and the metrics' status and duration counts are C calls); without
+that extension the core runs its source too. ``INLINED`` .pxd files (the
+clock) are compiled into the modules that cimport them, so they count in
+every module's source digest.
 
 A module compiled by an earlier build but no longer in ``MODULES`` is
 judged alone the same way (its digest file says it was built as a core
@@ -44,12 +47,15 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["MODULES", "REQUIRES", "STATE", "choose", "choose_all", "core_kind", "install", "pure_requested", "source_digest"]
+__all__ = ["INLINED", "MODULES", "REQUIRES", "STATE", "choose", "choose_all", "core_kind", "install", "pure_requested", "source_digest"]
 
 MODULES = ("exchange", "downstream", "upstream", "metrics", "breaker", "pool", "headers", "routing", "balancer", "tls",
            "heads")
 # extension modules (built from native/) whose types the compiled core cimports
 REQUIRES = ("_accounting",)
+# .pxd files whose inline code is compiled into the core modules that cimport
+# them (clock.pxd: the monotonic clock); part of every module's digest
+INLINED = ("clock",)
 STATE: dict[str, str] = {}
 _PACKAGE = "proxy"
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -60,9 +66,11 @@ def pure_requested() -> bool:
 
 
 def source_digest(py: str) -> str:
-    """SHA-256 over a module's .py and (when present) .pxd: what a compiled build must match."""
+    """SHA-256 over a module's .py and (when present) .pxd, and the ``INLINED``
+    .pxd files beside it: what a compiled build must match."""
     h = hashlib.sha256()
-    for path in (py, py[:-3] + ".pxd"):
+    here = os.path.dirname(py)
+    for path in (py, py[:-3] + ".pxd", *(os.path.join(here, name + ".pxd") for name in INLINED)):
         try:
             with open(path, "rb") as f:
                 h.update(f.read())

@@ -2,6 +2,7 @@
 # exchange.pxd does for exchange.py: typed slots, C calls between the
 # internal methods; everything the transport, the server, the exchange and
 # the diagnostics use stays Python-visible.
+cimport proxy.clock as clock
 from proxy._accounting cimport InFlight
 from proxy.headers cimport HeaderPolicy
 from proxy.metrics cimport Metrics

@@ -33,8 +33,6 @@ the upstream; a client that does not read for ``send_timeout`` is dropped.
 
 from __future__ import annotations
 
-import time
-
 try:
     import cython
 except ImportError:  # Cython absent: this module runs as plain Python
@@ -43,6 +41,7 @@ except ImportError:  # Cython absent: this module runs as plain Python
 
 import orjson
 
+from . import clock
 from .accesslog import request_record
 from .answers import error_body, error_response, static_response
 from .codec import LengthDecoder, ParseError, make_decoder, parse_request_head
@@ -68,8 +67,6 @@ FIRST_REQUEST_GRACE = 1.0  # seconds a fresh connection may take to send its req
 K_HEADER = 2
 K_BODY = 3
 K_LINGER = 4
-
-_monotonic = time.monotonic
 
 
 class Downstream:
@@ -139,7 +136,7 @@ class Downstream:
     # asyncio callbacks
     def connection_made(self, transport):
         self.transport = transport
-        self.created = _monotonic()
+        self.created = clock.monotonic()
         peer = self.proxied or transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client_ip = str(peer[0]).encode()
@@ -150,7 +147,7 @@ class Downstream:
     def data_received(self, data):
         state = self.state
         if state == S_BODY:
-            self.last_read = _monotonic()
+            self.last_read = clock.monotonic()
             self.rate_bytes += len(data)
             self._feed_body(data)
         elif state == S_HEAD:
@@ -164,12 +161,12 @@ class Downstream:
             if state == S_RESP and len(self.buf) > self.cfg.max_pipelined_bytes:
                 self._pause(P_PIPELINE)
         elif state == S_DRAIN:
-            self.last_read = _monotonic()
+            self.last_read = clock.monotonic()
             self._feed_body(data)
         elif state == S_TUNNEL:
             self.exchange.tunnel_data(data)
         elif state == S_LINGER:  # discarded; the client is still sending, wait a little more
-            self._arm(K_LINGER, max(0.0, min(self.cfg.lingering_timeout, self.linger_until - _monotonic())))
+            self._arm(K_LINGER, max(0.0, min(self.cfg.lingering_timeout, self.linger_until - clock.monotonic())))
 
     def eof_received(self):
         self.client_eof = True
@@ -262,7 +259,7 @@ class Downstream:
     def _on_request(self, head) -> None:
         self.requests += 1
         self._cancel_timer()
-        now = _monotonic()
+        now = clock.monotonic()
         self.req_head = head
         self.body_done = False
         framing = head.framing
@@ -289,7 +286,7 @@ class Downstream:
             # 100-continue, before the client sends) the body, then close
             self.state = S_RESP
             self.decoder = None
-            self.metrics.request_done(route.name, 413, _monotonic() - now)
+            self.metrics.request_done(route.name, 413, clock.monotonic() - now)
             self._log_local(head, 413, "body_too_large", rid, trace, now)
             self.write(error_response(413, "body_too_large", rid, False))
             self.response_done(False)
@@ -319,7 +316,7 @@ class Downstream:
             self.state = S_RESP
             self.decoder = None  # the body is not read: the connection closes after the answer
             self._log_local(head, 403, "client_certificate_refused", rid, trace, now)
-            self.metrics.request_done("none", 403, _monotonic() - now)
+            self.metrics.request_done("none", 403, clock.monotonic() - now)
             body = orjson.dumps({"error": "client_certificate_refused", "reason": tls.refusal,
                                  "request_id": rid.decode("latin-1")})
             self.write(static_response(403, b"application/json", body, rid, False))
@@ -342,7 +339,7 @@ class Downstream:
         if self.state != S_BODY_WAIT or ex is not self.exchange:
             return
         self.state = S_BODY
-        now = self.last_read = self.rate_t0 = _monotonic()
+        now = self.last_read = self.rate_t0 = clock.monotonic()
         self.rate_bytes = len(self.buf)
         self._arm(K_BODY, self._body_check_in(now))
         self._resume(P_WAIT)
@@ -409,13 +406,13 @@ class Downstream:
         self.decoder = None
         self.state = S_RESP
         self.metrics.request_done("none", exc.status, 0.0)
-        self._log_local(None, exc.status, exc.code, rid, b"", _monotonic())
+        self._log_local(None, exc.status, exc.code, rid, b"", clock.monotonic())
         self.write(error_response(exc.status, exc.code, rid, False))
         self.response_done(False)
 
     def _local_answer(self, head, status, code: str, rid: bytes, trace: bytes, started: float) -> None:
         """An answer made by the proxy itself (no upstream involved)."""
-        self.metrics.request_done("none", status, _monotonic() - started)
+        self.metrics.request_done("none", status, clock.monotonic() - started)
         self._log_local(head, status, code, rid, trace, started)
         self.send_error(status, code, rid)
 
@@ -423,7 +420,7 @@ class Downstream:
         log = self.accesslog
         if log is None:
             return
-        log.log(request_record(self, head, status, code, rid, trace, _monotonic() - started))
+        log.log(request_record(self, head, status, code, rid, trace, clock.monotonic() - started))
 
     # ------------------------------------------------------------------
     # answers
@@ -476,7 +473,7 @@ class Downstream:
         if self.decoder is not None:
             self.state = S_DRAIN
             self.drained = 0
-            self.last_read = _monotonic()
+            self.last_read = clock.monotonic()
             self._arm(K_BODY, self.cfg.body_timeout)
             self._resume(P_WAIT | P_UPSTREAM)
             if self.buf:
@@ -530,7 +527,7 @@ class Downstream:
         self.decoder = None
         self._resume(P_PIPELINE | P_UPSTREAM | P_WAIT)
         t.write_eof()  # after the answer already queued
-        self.linger_until = _monotonic() + cfg.lingering_time
+        self.linger_until = clock.monotonic() + cfg.lingering_time
         self._arm(K_LINGER, min(cfg.lingering_timeout, cfg.lingering_time))
 
     def write(self, data: bytes) -> None:
@@ -591,7 +588,7 @@ class Downstream:
     # fire too late. When it fires early it re-arms for the recorded deadline.
     # A keep-alive connection thus costs no timer operation per request.
     def _arm(self, kind, delay: float) -> None:
-        when = _monotonic() + delay
+        when = clock.monotonic() + delay
         self._tkind = kind
         self._deadline = when
         t = self._timer
@@ -627,7 +624,7 @@ class Downstream:
                 return
             t.cancel()
         self._xtimer_due = when
-        self._xtimer = self.server.loop.call_later(max(0.0, when - _monotonic()), self._on_xtimer)
+        self._xtimer = self.server.loop.call_later(max(0.0, when - clock.monotonic()), self._on_xtimer)
 
     def _on_xtimer(self) -> None:
         self._xtimer = None
@@ -640,7 +637,7 @@ class Downstream:
         kind = self._tkind
         if not kind:
             return
-        left = self._deadline - _monotonic()
+        left = self._deadline - clock.monotonic()
         if left > 0.001:
             self._timer_due = self._deadline
             self._timer = self.server.loop.call_later(left, self._on_timer)
@@ -661,7 +658,7 @@ class Downstream:
                 metrics.timeout("downstream", "header")
                 self._reject(ParseError(408, "request_header_timeout", "request head not received in time"))
         elif kind == K_BODY and (state == S_BODY or state == S_DRAIN):
-            now = _monotonic()
+            now = clock.monotonic()
             if self.paused & (P_UPSTREAM | P_WAIT):
                 # we stopped reading; not the client's fault: both clocks restart
                 self.last_read = self.rate_t0 = now

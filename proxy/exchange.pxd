@@ -6,6 +6,7 @@
 # compiled modules' extension types (cimported), so their fields are read as
 # C struct members and their per-request methods (cpdef) are C calls; the
 # core therefore runs compiled as a whole or not at all (proxy/compiled.py).
+cimport proxy.clock as clock
 from proxy.balancer cimport ServerState
 from proxy.downstream cimport Downstream
 from proxy.heads cimport RequestHead, ResponseHead

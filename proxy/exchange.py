@@ -37,7 +37,6 @@ transport buffer is over its high-water mark pauses reading on the other.
 from __future__ import annotations
 
 import math
-import time
 
 try:
     import cython
@@ -45,6 +44,7 @@ except ImportError:  # Cython absent: this module runs as plain Python
     class cython:  # noqa: N801
         compiled = False
 
+from . import clock
 from . import errors
 from .accesslog import request_record
 from .answers import error_body, error_response
@@ -61,7 +61,6 @@ BODY = 1
 DONE = 2
 TUNNEL = 3
 
-_monotonic = time.monotonic
 _INF = math.inf
 
 
@@ -166,7 +165,7 @@ class Exchange:
     # ------------------------------------------------------------------
     # attempt
     def _attempt(self) -> None:
-        now = _monotonic()
+        now = clock.monotonic()
         if now >= self.deadline:
             self._fail(errors.RequestDeadline("request deadline passed before a response head"))
             return
@@ -243,7 +242,7 @@ class Exchange:
             and self.attempts < cluster.cfg.tries
             and len(self.tried) < len(cluster.servers)
             and self.head.method in cluster.retry_methods
-            and _monotonic() < self.deadline
+            and clock.monotonic() < self.deadline
         ):
             # the retry budget keeps retries from multiplying an outage
             if not cluster.retry_budget.try_acquire():
@@ -322,7 +321,7 @@ class Exchange:
 
     def _request_sent(self) -> None:
         self.req_done = True
-        self.req_done_at = _monotonic()
+        self.req_done_at = clock.monotonic()
         if self.phase == WAIT_HEAD and self.conn is not None:
             self._arm_wait_head()
 
@@ -336,7 +335,7 @@ class Exchange:
             self.rbuf += data
             self._parse_response()
         elif phase == TUNNEL:
-            self.last_up = _monotonic()
+            self.last_up = clock.monotonic()
             self.bytes_out += len(data)
             self.down.write(data)
         else:
@@ -389,7 +388,7 @@ class Exchange:
         body, any byte there means the connection cannot be reused)."""
         status = head.status
         self._judge(self.server.breaker.outcome_for_status(status))
-        now = _monotonic()
+        now = clock.monotonic()
         self.ttfb = now - self.started
         self.resp = head
         self.status = status
@@ -439,7 +438,7 @@ class Exchange:
         self._arm(now + self.cluster.body_timeout)
 
     def _relay(self, data: bytes) -> None:
-        self.last_up = _monotonic()
+        self.last_up = clock.monotonic()
         try:
             payload, rest = self.dec.feed(data)
         except ParseError:
@@ -503,7 +502,7 @@ class Exchange:
             self._end_tunnel("upstream_closed")
 
     def upstream_pause_writing(self) -> None:
-        self.stall_since = _monotonic()
+        self.stall_since = clock.monotonic()
         self.down.pause_for_upstream(True)
         if self.phase == WAIT_HEAD and not self.req_done:
             self._arm_wait_head()
@@ -524,7 +523,7 @@ class Exchange:
     # tunnel (Upgrade)
     def _start_tunnel(self, head) -> None:
         self._judge(Outcome.SUCCESS)
-        self.ttfb = _monotonic() - self.started
+        self.ttfb = clock.monotonic() - self.started
         self.resp = head
         self.status = 101
         self.phase = TUNNEL
@@ -538,13 +537,13 @@ class Exchange:
         self.rbuf = None
         if rest:
             self.down.write(rest)
-        self.last_up = _monotonic()
+        self.last_up = clock.monotonic()
         self._arm(self.last_up + self.cluster.body_timeout)
         self.down.start_tunnel(self)
 
     def tunnel_data(self, data: bytes) -> None:
         """Bytes from the client after a 101."""
-        self.last_up = _monotonic()
+        self.last_up = clock.monotonic()
         self.bytes_in += len(data)
         conn = self.conn
         if conn is not None and not conn.closed:
@@ -563,7 +562,7 @@ class Exchange:
         """Report this attempt's outcome to its server's breaker (once)."""
         if not self.judged:
             self.judged = True
-            now = _monotonic()
+            now = clock.monotonic()
             if outcome is not Outcome.SUCCESS:
                 self.server.last_error = outcome.name.lower()
             self.server.breaker.record(now, outcome, now - self.attempt_at, self.trial)
@@ -572,7 +571,7 @@ class Exchange:
         """The attempt ended without saying anything about the server."""
         if not self.judged:
             self.judged = True
-            self.server.breaker.cancel(_monotonic(), self.trial)
+            self.server.breaker.cancel(clock.monotonic(), self.trial)
 
     def _fallback(self, reason: str) -> None:
         """Every server left is unavailable: the cluster's fallback answers.
@@ -633,7 +632,7 @@ class Exchange:
             and not self.stale_retried
             and not self.body_started
             and self.head.method in cluster.retry_methods
-            and _monotonic() < self.deadline
+            and clock.monotonic() < self.deadline
         ):
             self.stale_retried = True
             self.fresh_retry = True
@@ -716,7 +715,7 @@ class Exchange:
     def _on_timer(self) -> None:
         if self.finished:
             return
-        now = _monotonic()
+        now = clock.monotonic()
         cluster = self.cluster
         phase = self.phase
         metrics = cluster.metrics
@@ -776,7 +775,7 @@ class Exchange:
             self.inflight_cluster.inflight.release()
             self.inflight_cluster = None
         self.outcome = outcome
-        now = _monotonic()
+        now = clock.monotonic()
         duration = now - self.started
         route = self.route.name
         metrics = self.cluster.metrics  # the server's, shared by its clusters

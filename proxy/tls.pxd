@@ -4,6 +4,7 @@
 # are C calls. Everything the event loop, the server and the Downstream call
 # stays Python-visible; the rest of the module (contexts, setup) compiles as
 # plain Python classes and functions.
+cimport proxy.clock as clock
 cdef class TLSConnection:
     cdef public object server, listener, ip, make_downstream, contexts, raw, sslobj, records
     cdef public object incoming, outgoing, app, timer, peer, proxied, sni, fail_reason

@@ -57,7 +57,6 @@ import ctypes.util
 import datetime
 import os
 import ssl
-import time
 
 try:
     import cython
@@ -65,12 +64,12 @@ except ImportError:  # Cython absent: this module runs as plain Python
     class cython:  # noqa: N801
         compiled = False
 
+from . import clock
 from . import log
 
 __all__ = ["FAILURE_REASONS", "TICKET_KEYS_SIZE", "TLSConnection", "TLSContexts", "TLSInfo", "TLSSetupError",
            "failure_reason", "load_listener_tls", "new_ticket_keys", "set_ticket_keys"]
 
-_monotonic = time.monotonic
 _READ_SIZE = 16 * 1024  # one TLS record at most; a bigger buffer costs an mmap per read
 
 FAILURE_REASONS = (
@@ -295,7 +294,7 @@ class TLSContexts:
 
     def _on_sni(self, sslobj, server_name, _ctx):
         """OpenSSL's servername callback: pick the certificate, time it, apply the policy."""
-        t0 = _monotonic()
+        t0 = clock.monotonic()
         conn = sslobj._edge_conn
         cfg = self.cfg
         if server_name is None:
@@ -315,7 +314,7 @@ class TLSContexts:
             conn.sni = server_name
         if ctx is not self.default:
             sslobj.context = ctx
-        conn.sni_time = _monotonic() - t0
+        conn.sni_time = clock.monotonic() - t0
         return None
 
 
@@ -469,7 +468,7 @@ class TLSConnection:
         if self.ended:
             return
         if not self.hello_at:
-            self.hello_at = _monotonic()
+            self.hello_at = clock.monotonic()
         self.incoming.write(data)
         try:
             self.records.do_handshake()  # the C object: no wrapper frame in the usual SSLWantReadError
@@ -512,7 +511,7 @@ class TLSConnection:
         self._end_handshake()
         name = self.listener.name
         self.server.metrics.tls_failure(name, reason)
-        self.server.metrics.tls_phases(name, {"total": _monotonic() - self.accepted_at})
+        self.server.metrics.tls_phases(name, {"total": clock.monotonic() - self.accepted_at})
         log.event("tls_handshake_failed", level="info", listener=name, client=self.peer, reason=reason,
                   sni=self.sni or None, detail=_detail(exc))
         if self.raw is not None and not self.raw.is_closing():
@@ -528,7 +527,7 @@ class TLSConnection:
                 self.raw.abort()
 
     def _established(self) -> None:
-        now = _monotonic()
+        now = clock.monotonic()
         self._end_handshake()
         sslobj = self.records  # the C object under ssl.SSLObject: the same calls, no wrapper frames
         ctxs = self.contexts
@@ -541,9 +540,9 @@ class TLSConnection:
         subject, refusal, identity = "", "", []
         if ctxs.policy is not None:
             der = self.sslobj.getpeercert(binary_form=True)
-            t0 = _monotonic()
+            t0 = clock.monotonic()
             verdict = ctxs.policy.check(der, datetime.datetime.now(datetime.timezone.utc))
-            phases["client_verify"] = _monotonic() - t0
+            phases["client_verify"] = clock.monotonic() - t0
             self.server.metrics.tls_client_cert(name, verdict.code)
             if verdict.ok:
                 subject = verdict.subject
@@ -552,7 +551,7 @@ class TLSConnection:
                 refusal = verdict.code
                 log.event("tls_client_refused", level="info", listener=name, client=self.peer, reason=verdict.code,
                           subject=verdict.subject or None, detail=verdict.detail)
-        total = _monotonic() - self.accepted_at
+        total = clock.monotonic() - self.accepted_at
         phases["total"] = total
         resumed = sslobj.session_reused
         self.server.metrics.tls_handshake(name, phases, resumed)

@@ -1,6 +1,7 @@
 # Types for compiling upstream.py with Cython (pure-Python mode), as
 # exchange.pxd does for exchange.py. Everything stays Python-visible: the
 # exchange, the server, health checks and diagnostics use these objects.
+cimport proxy.clock as clock
 from proxy._accounting cimport InFlight
 from proxy.balancer cimport Balancer, ServerState
 from proxy.metrics cimport Metrics

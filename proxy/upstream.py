@@ -29,6 +29,7 @@ except ImportError:  # Cython absent: this module runs as plain Python
     class cython:  # noqa: N801
         compiled = False
 
+from . import clock
 from . import errors, log
 from .balancer import ServerState, make_balancer
 from . import accounting
@@ -40,8 +41,6 @@ from .retry import RetryBudget
 CONNECTING = 1
 QUEUED = 2
 OVERFLOW = 3
-
-_monotonic = time.monotonic
 
 
 def set_tcp_keepalive(sock, cfg, listening: bool = False) -> None:
@@ -175,7 +174,7 @@ class Cluster:
         self.name = cfg.name
         self.loop = loop
         self.metrics = metrics
-        now = time.monotonic()
+        now = clock.monotonic()
         policy = BreakerPolicy.from_config(cfg.breaker)
         self.servers = []
         for s in cfg.servers:
@@ -226,7 +225,7 @@ class Cluster:
 
     def retry_after(self) -> float:
         """Seconds until the first of the cluster's open breakers probes again."""
-        now = time.monotonic()
+        now = clock.monotonic()
         waits = [s.breaker.retry_after(now) for s in self.servers]
         return min(waits) if waits else 0.0
 
@@ -298,7 +297,7 @@ class Cluster:
         )
         self.pending_connects.add(fut)
         timer = loop.call_later(self.cfg.pool.connect_timeout, _cancel_connect, fut)
-        started = time.monotonic()
+        started = clock.monotonic()
 
         def done(f: asyncio.Future):
             self.pending_connects.discard(f)
@@ -317,14 +316,14 @@ class Cluster:
                 server.connect_failed = False
                 self.metrics.pool_opened(self.name, server.name)
                 self.open_conns.add(conn)
-                on_ok(conn, time.monotonic() - started)
+                on_ok(conn, clock.monotonic() - started)
                 return
             self.conn_count[server] -= 1
             self._wake(server)
             reason, cls = _connect_reason(exc)
             server.connect_failed = True
             self.metrics.connect_error(self.name, server.name, reason)
-            on_fail(cls(f"{server.name}: {reason}: {exc}"), time.monotonic() - started)
+            on_fail(cls(f"{server.name}: {reason}: {exc}"), clock.monotonic() - started)
 
         fut.add_done_callback(done)
 
@@ -343,7 +342,7 @@ class Cluster:
                 ex._on_connect(conn, 0.0, True)
                 return
         conn.idle = True
-        for victim in self.pool.give(conn.server, conn, conn.requests, _monotonic()):
+        for victim in self.pool.give(conn.server, conn, conn.requests, clock.monotonic()):
             if victim is conn:
                 reason = "max_requests" if conn.requests >= self.pool.max_requests else "idle_cap"
             else:
@@ -375,7 +374,7 @@ class Cluster:
         at most ``warmup_parallel`` opening at once per server, each one a
         completed TCP connect before it joins the pool.
         """
-        now = time.monotonic()
+        now = clock.monotonic()
         served = sum(s.served for s in self.servers)
         self.retry_budget.tick(served - self._served_before)
         self._served_before = served
