@@ -6,7 +6,8 @@
 # plain Python classes and functions.
 cimport proxy.clock as clock
 cdef class TLSConnection:
-    cdef public object server, listener, ip, make_downstream, contexts, raw, sslobj, records
+    cdef object __weakref__  # the OpenSSL object's owner is held weakly
+    cdef public object server, listener, ip, make_downstream, contexts, raw, records
     cdef public object incoming, outgoing, app, timer, peer, proxied, sni, fail_reason
     cdef public double accepted_at, hello_at, sni_time
     cdef public bint app_paused, ended, held
@@ -19,4 +20,4 @@ cdef class TLSConnection:
 
 cdef class TLSTransport:
     cdef TLSConnection _conn
-    cdef object _raw, _sslobj, _records, _outgoing
+    cdef object _raw, _records, _outgoing

@@ -20,12 +20,14 @@ from it (``ticket_keys``), set on every context through ctypes
 
 ``TLSConnection`` is the asyncio protocol on the TCP transport of a TLS
 listener. Neither uvloop nor asyncio tells a protocol anything about a
-handshake but its end, so the handshake runs here on an ``ssl.SSLObject``
-over two memory BIOs, which makes every phase observable:
+handshake but its end, so the handshake runs here on an OpenSSL connection
+object over two memory BIOs (what ``ssl.SSLObject`` wraps, created and
+called without that Python wrapper, whose every method only forwards), which
+makes every phase observable:
 
 ``client_hello``   TCP accept -> the first ClientHello bytes arrive;
 ``sni``            the SNI callback picking the certificate (the first
-                   context's callback swaps ``sslobj.context``);
+                   context's callback swaps the connection's context);
 ``handshake``      first ClientHello bytes -> handshake finished (OpenSSL's
                    chain verification of a client certificate included);
 ``client_verify``  the proxy's own policy check of the client certificate
@@ -292,10 +294,10 @@ class TLSContexts:
                 raise TLSSetupError("client_ca", cfg.client_ca, f"OpenSSL refused it: {exc}") from None
         return ctx
 
-    def _on_sni(self, sslobj, server_name, _ctx):
-        """OpenSSL's servername callback: pick the certificate, time it, apply the policy."""
+    def _on_sni(self, conn, server_name, _ctx):
+        """OpenSSL's servername callback: pick the certificate, time it, apply the policy.
+        ``conn``: the TLSConnection, the OpenSSL object's owner (see TLSConnection.connection_made)."""
         t0 = clock.monotonic()
-        conn = sslobj._edge_conn
         cfg = self.cfg
         if server_name is None:
             conn.server.metrics.tls_sni(conn.listener.name, missing=True)
@@ -313,7 +315,7 @@ class TLSContexts:
                     return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
             conn.sni = server_name
         if ctx is not self.default:
-            sslobj.context = ctx
+            conn.records.context = ctx
         conn.sni_time = clock.monotonic() - t0
         return None
 
@@ -339,12 +341,11 @@ class TLSTransport:
     without the base: compiled, this is an extension type, which cannot derive from a Python class)."""
 
     if not cython.compiled:  # compiled (tls.pxd), typed slots
-        __slots__ = ("_conn", "_raw", "_sslobj", "_records", "_outgoing")
+        __slots__ = ("_conn", "_raw", "_records", "_outgoing")
 
     def __init__(self, conn: TLSConnection):
         self._conn = conn
         self._raw = conn.raw
-        self._sslobj = conn.sslobj
         self._records = conn.records
         self._outgoing = conn.outgoing
 
@@ -371,7 +372,7 @@ class TLSTransport:
         if raw.is_closing():
             return
         try:
-            self._sslobj.unwrap()  # queues our close_notify; the peer's is not awaited
+            self._records.shutdown()  # queues our close_notify; the peer's is not awaited
         except (ssl.SSLError, ValueError):
             pass
         out = self._outgoing.read()
@@ -406,14 +407,14 @@ class TLSTransport:
         self._raw.set_write_buffer_limits(high, low)
 
     def get_extra_info(self, name, default=None):
-        if name == "ssl_object":
-            return self._sslobj
+        if name == "ssl_object":  # the OpenSSL connection object (ssl.SSLObject's _sslobj)
+            return self._records
         if name == "sslcontext":
-            return self._sslobj.context
+            return self._records.context
         if name == "peercert":
-            return self._sslobj.getpeercert()
+            return self._records.getpeercert()
         if name == "cipher":
-            return self._sslobj.cipher()
+            return self._records.cipher()
         return self._raw.get_extra_info(name, default)
 
 
@@ -429,8 +430,7 @@ class TLSConnection:
         self.make_downstream = make_downstream
         self.contexts = listener.tls
         self.raw = None
-        self.sslobj = None
-        self.records = None  # the C object under sslobj (see connection_made)
+        self.records = None  # the OpenSSL connection object (see connection_made)
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.app = None  # the Downstream, once the handshake is done
@@ -451,11 +451,11 @@ class TLSConnection:
         peer = self.proxied or transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
-        self.sslobj = self.contexts.default.wrap_bio(self.incoming, self.outgoing, server_side=True)
-        self.sslobj._edge_conn = self
-        # the data path calls the C object under ssl.SSLObject: the same read, write and pending,
-        # without the wrapper's Python frame on every call (it only forwards)
-        self.records = getattr(self.sslobj, "_sslobj", self.sslobj)
+        # SSLContext.wrap_bio's own step without its ssl.SSLObject wrapper (Python code per
+        # connection and a frame on every call, all of it forwarding): this connection is the
+        # OpenSSL object's owner, held weakly, which the SNI callback receives
+        self.records = self.contexts.default._wrap_bio(self.incoming, self.outgoing, server_side=True,
+                                                       server_hostname=None, owner=self, session=None)
         self.timer = self.server.loop.call_later(self.listener.cfg.handshake_timeout, self._timed_out)
         self.server.handshake_started(self)
 
@@ -495,11 +495,6 @@ class TLSConnection:
 
     def _end_handshake(self) -> None:
         self.ended = True
-        if self.sslobj is not None:
-            # the SNI callback's way back to this connection is needed no longer: without the
-            # reference cycle, the connection's objects are freed as soon as it closes, not by
-            # the cyclic garbage collector
-            self.sslobj._edge_conn = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -529,7 +524,7 @@ class TLSConnection:
     def _established(self) -> None:
         now = clock.monotonic()
         self._end_handshake()
-        sslobj = self.records  # the C object under ssl.SSLObject: the same calls, no wrapper frames
+        sslobj = self.records
         ctxs = self.contexts
         name = self.listener.name
         phases = {
@@ -539,7 +534,7 @@ class TLSConnection:
         }
         subject, refusal, identity = "", "", []
         if ctxs.policy is not None:
-            der = self.sslobj.getpeercert(binary_form=True)
+            der = sslobj.getpeercert(True)
             t0 = clock.monotonic()
             verdict = ctxs.policy.check(der, datetime.datetime.now(datetime.timezone.utc))
             phases["client_verify"] = clock.monotonic() - t0
