@@ -57,7 +57,7 @@ class Bootstrap:
 
 
 async def _serve(boot: Bootstrap) -> int:
-    from .server import ProxyServer
+    from .server import ProxyServer, settle_heap
 
     loop = asyncio.get_running_loop()
     cfg = boot.config
@@ -69,6 +69,7 @@ async def _serve(boot: Bootstrap) -> int:
                          ticket_keys=boot.ticket_keys)
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=boot.control_fd))
     await server.start()
+    settle_heap()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -14,6 +14,7 @@ import asyncio
 import gc
 import socket
 import ssl
+import types
 from collections import Counter
 
 import pytest
@@ -63,11 +64,15 @@ async def _cyclic_garbage(tmp_path, tls: bool, keep_alive_requests: int) -> Coun
                 await connection()
             await asyncio.wait_for(closed(), 5)
             gc.collect()
-            # the proxy's objects and OpenSSL's; not the accepted socket: the event loop's transport
-            # owns it (asyncio's own transports keep themselves in a cycle, and the socket with them)
+            # the proxy's objects and OpenSSL's, and the proxy's functions (closures made per
+            # connection, e.g. on the accept path); not the accepted socket: the event loop's
+            # transport owns it (asyncio's own transports keep themselves in a cycle, and the
+            # socket with them)
             found = Counter(type(o).__module__ + "." + type(o).__qualname__ for o in gc.garbage
                             if type(o).__module__.startswith(("proxy", "ssl", "_ssl"))
                             and not isinstance(o, socket.socket))
+            found.update(f"function {o.__module__}.{o.__qualname__}" for o in gc.garbage
+                         if isinstance(o, types.FunctionType) and (o.__module__ or "").startswith("proxy"))
         finally:
             gc.set_debug(0)
             gc.garbage.clear()

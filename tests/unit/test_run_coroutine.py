@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +93,18 @@ def test_an_exception_before_any_wait_reaches_on_error(loop):
 
     trace, errors = drive(loop, coro)
     assert trace == ["end", "returned"] and [str(e) for e in errors] == ["bad socket"]
+
+
+def test_settle_heap_freezes_the_start_up_heap_and_raises_the_young_threshold():
+    """What a serving process does once started (server.serve, worker): run in a fresh
+    interpreter, so this test process's own collector settings stay as they are."""
+    script = (
+        "import gc\n"
+        "from proxy.server import GC_YOUNG_THRESHOLD, settle_heap\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "settle_heap()\n"
+        "print(gc.get_freeze_count() > 1000, gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > 700)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    assert out == ["True", "True"]
