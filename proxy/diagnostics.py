@@ -28,23 +28,13 @@ _SECRET_WORDS = ("token", "password", "secret", "key", "private")  # "key": TLS 
 
 
 def connection_state(conn) -> str:
-    st = conn.state
-    if st == ds.S_HEAD:
+    name = ds.STATE_NAMES.get(conn.state, "closed")
+    if name == "reading_head":
         return "reading_head" if conn.buf or not conn.requests else "idle_keepalive"
-    if st == ds.S_BODY_WAIT:
-        return "waiting_upstream"
-    if st == ds.S_BODY:
-        return "reading_body"
-    if st == ds.S_RESP:
+    if name == "writing_response":
         ex = conn.exchange
         return "waiting_upstream" if ex is not None and ex.resp is None else "writing_response"
-    if st == ds.S_DRAIN:
-        return "draining_body"
-    if st == ds.S_TUNNEL:
-        return "tunnel"
-    if st == ds.S_LINGER:
-        return "lingering"
-    return "closed"
+    return name
 
 
 def connections(server, top: int = 20) -> dict:

@@ -10,6 +10,13 @@ from proxy.heads cimport RequestHead
 from proxy.routing cimport Route, Router
 
 
+# the connection states, pause reasons and timer kinds are C constants
+# (downstream.py assigns them; STATE_NAMES is their Python-visible table)
+cdef int S_HEAD, S_BODY_WAIT, S_BODY, S_RESP, S_DRAIN, S_TUNNEL, S_CLOSED, S_LINGER
+cdef int P_UPSTREAM, P_WAIT, P_PIPELINE
+cdef int K_IDLE, K_HEADER, K_BODY, K_LINGER
+cdef double FIRST_REQUEST_GRACE
+
 cdef class Downstream:
     cdef public object tls, proxied
     cdef public HeaderPolicy headers
@@ -17,7 +24,8 @@ cdef class Downstream:
     cdef public bytes client_ip
     cdef public str client_addr
     cdef public RequestHead req_head
-    cdef public object buf, exchange, decoder
+    cdef public bytearray buf
+    cdef public object exchange, decoder
     cdef public int scan, state, paused, requests, drained, _tkind
     cdef public long long body_limit, body_seen, rate_bytes
     cdef public double rate_t0, last_read, created, _timer_due, _deadline, _xtimer_due
@@ -44,9 +52,9 @@ cdef class Downstream:
     cdef _log_local(self, head, status, code, rid, trace, started)
     cdef _next_request(self)
     cdef _linger(self)
-    cdef _pause(self, reason)
-    cdef _resume(self, reasons)
-    cdef _arm(self, kind, double delay)
+    cdef _pause(self, int reason)
+    cdef _resume(self, int reasons)
+    cdef _arm(self, int kind, double delay)
     cdef _cancel_timer(self)
     cdef _drop_timer(self)
     cdef bint _too_slow(self, double now)

@@ -68,6 +68,12 @@ K_HEADER = 2
 K_BODY = 3
 K_LINGER = 4
 
+# compiled, the names above are C constants, not module attributes: the state names for
+# Python readers (diagnostics)
+STATE_NAMES = {S_HEAD: "reading_head", S_BODY_WAIT: "waiting_upstream", S_BODY: "reading_body",
+               S_RESP: "writing_response", S_DRAIN: "draining_body", S_TUNNEL: "tunnel", S_CLOSED: "closed",
+               S_LINGER: "lingering"}
+
 
 class Downstream:
     """The asyncio protocol of one client connection (asyncio.Protocol's methods, without the base:
@@ -223,7 +229,7 @@ class Downstream:
             max_head = self.max_head
             max_line = self.max_line
             while self.state == S_HEAD and self.buf:
-                buf = self.buf
+                buf: bytearray = self.buf
                 # the request line limit (414), before parsing: a line without
                 # its end within the limit is refused as soon as it is too long
                 # (a buffer no longer than the limit cannot hold a line over it: no search)
@@ -242,6 +248,7 @@ class Downstream:
                         self.close()  # a partial head that can never complete
                     return
                 head: RequestHead
+                n: cython.Py_ssize_t
                 head, n = res
                 if len(head.method) + len(head.target) + 10 > max_line:
                     self._reject(ParseError(414, "uri_too_long", "request line exceeds the limit"))
@@ -587,7 +594,7 @@ class Downstream:
     # kind and deadline; the loop timer is (re)scheduled only when it would
     # fire too late. When it fires early it re-arms for the recorded deadline.
     # A keep-alive connection thus costs no timer operation per request.
-    def _arm(self, kind, delay: float) -> None:
+    def _arm(self, kind, delay: float) -> None:  # kind: a K_ constant (a C int compiled)
         when = clock.monotonic() + delay
         self._tkind = kind
         self._deadline = when

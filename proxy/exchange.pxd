@@ -13,6 +13,13 @@ from proxy.heads cimport RequestHead, ResponseHead
 from proxy.routing cimport Route
 from proxy.upstream cimport Cluster, UpstreamConn
 
+# the response phases and infinity are C constants (exchange.py assigns them)
+cdef int WAIT_HEAD, BODY, DONE, TUNNEL
+cdef int _F_NONE, _F_LENGTH, _F_CHUNKED
+cdef double _INF
+cdef dict _DECIMALS
+cdef bytes _decimal(long long n)
+
 
 cdef class Exchange:
     cdef public Downstream down
