@@ -43,6 +43,7 @@ cdef class Downstream:
     cdef public object _timer, _send_timer, _xtimer, _xowner
 
     cdef _process(self)
+    cdef bint _head_in(self, bytes data)
     cdef _on_request(self, RequestHead head)
     cdef bint _tls_refused(self, head, bytes rid, bytes trace, double now)
     cdef _feed_body(self, bytes data)

@@ -159,8 +159,12 @@ class Downstream:
         elif state == S_HEAD:
             if self._tkind == K_IDLE:
                 self._arm(K_HEADER, self.header_timeout)
-            self.buf += data
-            if not self._processing:
+            if self._processing or self.buf:
+                self.buf += data
+                if not self._processing:
+                    self._process()
+            elif not self._head_in(data):
+                self.buf += data
                 self._process()
         elif state == S_RESP or state == S_BODY_WAIT:
             self.buf += data
@@ -262,6 +266,36 @@ class Downstream:
                 self._on_request(head)
         finally:
             self._processing = False
+
+    def _head_in(self, data: bytes) -> bool:
+        """With nothing buffered: handle a whole request head found at the start of ``data``
+        where it lies, copying only what follows it (a pipelined request, a body) into the
+        buffer. False, having done nothing, for anything else (a partial head, a limit, an
+        error), which ``_process`` then meets in the buffer as usual."""
+        n: cython.Py_ssize_t = len(data)
+        if n > self.max_line + 1:
+            return False  # the request line limit applies first (_process)
+        try:
+            res = parse_request_head(data, self.max_head, 0)
+        except ParseError:
+            return False
+        if res is None:
+            self.scan = n  # searched already: _process resumes the search where this one ended
+            return False
+        head: RequestHead
+        head, n = res
+        if len(head.method) + len(head.target) + 10 > self.max_line or n - 2 > self.max_headers:
+            return False
+        if n < len(data):
+            self.buf += data[n:]
+        self._processing = True
+        try:
+            self._on_request(head)
+            if self.state == S_HEAD and self.buf:
+                self._process()  # pipelined requests (it loops)
+        finally:
+            self._processing = False
+        return True
 
     def _on_request(self, head) -> None:
         self.requests += 1

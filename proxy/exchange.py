@@ -289,7 +289,7 @@ class Exchange:
         conn.owner = self
         conn.requests += 1
         self.phase = WAIT_HEAD
-        self.rbuf = bytearray()
+        self.rbuf = b""  # the response head's bytes (see upstream_data)
         self.rscan = 0
         if self.down.write_paused:
             conn.pause_reading()
@@ -351,7 +351,12 @@ class Exchange:
         if phase == BODY:
             self._relay(data)
         elif phase == WAIT_HEAD:
-            self.rbuf += data
+            if self.rbuf:
+                self.rbuf += data  # a bytearray (see _parse_response)
+            else:
+                # nothing held: parse the bytes as they came (most heads arrive whole), with
+                # no buffer to copy them into and the rest out of
+                self.rbuf = data
             self._parse_response()
         elif phase == TUNNEL:
             self.last_up = clock.monotonic()
@@ -374,6 +379,8 @@ class Exchange:
                 self._upstream_failed(errors.InvalidResponse(exc.detail), stale=False)
                 return
             if res is None:
+                if type(rbuf) is not bytearray:
+                    self.rbuf = bytearray(rbuf)  # more to come: accumulate
                 self.rscan = len(rbuf)
                 return
             head: ResponseHead
@@ -382,6 +389,8 @@ class Exchange:
             status = head.status
             if status >= 200:
                 break
+            if type(rbuf) is not bytearray:
+                rbuf = self.rbuf = bytearray(rbuf)
             del rbuf[:n]
             if status == 101:
                 if self.upgrade:
@@ -391,7 +400,7 @@ class Exchange:
                 return
             if self.head.version == b"1.1":
                 self.down.write(build_response_head(head, self.down.headers.response_drop, ()))
-        rest = bytes(rbuf[n:])
+        rest = rbuf[n:] if type(rbuf) is bytes else bytes(rbuf[n:])
         self.rbuf = None
         self._start_response(head, rest)
         if self.phase == BODY:
