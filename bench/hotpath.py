@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Python cost of one proxied request, without sockets.
 
-    python3 bench/hotpath.py [--requests 200000] [--profile] [--tls]
+    python3 bench/hotpath.py [--requests 200000] [--profile] [--tls] [--post]
 
 Drives the real Downstream/Exchange/UpstreamConn objects with in-memory
 transports: a keep-alive client sends a small GET, the pooled upstream
@@ -9,6 +9,9 @@ connection answers 200 with a 3-byte body. What it measures is the proxy's
 own Python work per request (codec, routing, rewrite, pool, timers, metrics)
 without kernel time, so changes to the hot path can be compared precisely;
 wrk in bench/run.py measures the whole thing.
+
+``--post``: a POST with a 1 KiB body (Content-Length, in the head's
+segment) instead of the GET.
 
 ``--tls``: the same request on a TLS keep-alive connection (TLSConnection
 over a memory transport, a client SSL object on the other side). The figure
@@ -38,6 +41,8 @@ from proxy.tls import TLSConnection  # noqa: E402
 from proxy.upstream import UpstreamConn  # noqa: E402
 
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+POST = (b"POST /upload HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\nContent-Length: 1024\r\n"
+        b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 1024)
 RESPONSE = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
 
 
@@ -147,11 +152,11 @@ class TLSClient:
             pass
 
 
-def run(n: int, client, conn: UpstreamConn) -> float:
+def run(n: int, client, conn: UpstreamConn, request: bytes = REQUEST) -> float:
     ut = conn.transport
     t0 = time.perf_counter()
     for _ in range(n):
-        client.send(REQUEST)
+        client.send(request)
         conn.data_received(RESPONSE)
         client.received()
         ut.out.clear()
@@ -163,6 +168,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    ap.add_argument("--post", action="store_true", help="a POST with a 1 KiB body instead of the GET")
     ap.add_argument("--tls", action="store_true", help="a TLS keep-alive connection (OpenSSL on both sides included)")
     args = ap.parse_args()
     loop = new_event_loop(args.loop)
@@ -170,16 +176,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         certs = generate_dev_set(Path(tmp), ["localhost"]) if args.tls else None
         server, client, conn = build(loop, certs)
-    run(2000, client, conn)  # warm-up
+    request = POST if args.post else REQUEST
+    run(2000, client, conn, request)  # warm-up
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-        run(args.requests // 4, client, conn)
+        run(args.requests // 4, client, conn, request)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-    secs = run(args.requests, client, conn)
+    secs = run(args.requests, client, conn, request)
     assert conn.requests > args.requests, "the pooled connection was not reused"
     what = "Python and OpenSSL per proxied TLS request" if args.tls else "Python per proxied request"
+    if args.post:
+        what += " (POST 1 KiB)"
     print(f"codec {codec.NAME}, {args.loop}: {secs / args.requests * 1e6:.2f} µs of {what} ({args.requests} requests)")
     return 0
 

@@ -52,6 +52,7 @@ from libc.stdint cimport UINT64_MAX, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from proxy.codec import base as _base
+from proxy.codec.base import LengthDecoder as _PyLengthDecoder
 from proxy.codec.base import (
     FRAMING_CHUNKED,
     FRAMING_CLOSE,
@@ -59,7 +60,6 @@ from proxy.codec.base import (
     FRAMING_NONE,
     HOP_BY_HOP,
     CloseDecoder,
-    LengthDecoder,
     ParseError,
     RequestHead,
     ResponseHead,
@@ -1028,6 +1028,32 @@ ctypedef struct Seg:
     Py_ssize_t n
 
 
+cdef class LengthDecoder:
+    """Content-Length body: pass bytes through while counting them (base.LengthDecoder's
+    behaviour; an extension type, so the per-body-segment feed runs no Python frame).
+    make_decoder uses the Python one for a length over a C long long."""
+
+    cdef public long long remaining
+
+    def __init__(self, long long length):
+        self.remaining = length
+
+    def feed(self, data):
+        cdef Py_ssize_t n = len(data)
+        cdef long long rem = self.remaining
+        if n < rem:
+            self.remaining = rem - n
+            return data, None
+        self.remaining = 0
+        if n == rem:
+            return data, b""
+        return data[:rem], data[rem:]
+
+    def eof(self):
+        """True if the connection closing now ends the body cleanly."""
+        return self.remaining == 0
+
+
 cdef class ChunkedDecoder:
     """Chunked body decoder (a C state machine with pure's/h11's rules).
 
@@ -1245,6 +1271,8 @@ cdef class ChunkedDecoder:
 def make_decoder(framing, content_length, error_status=400):
     """A body decoder for a head's framing (None when there is no body)."""
     if framing == FRAMING_LENGTH:
+        if content_length > 9223372036854775807:
+            return _PyLengthDecoder(content_length)
         return LengthDecoder(content_length)
     if framing == FRAMING_CHUNKED:
         return ChunkedDecoder(error_status)

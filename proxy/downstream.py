@@ -284,8 +284,9 @@ class Downstream:
             return False
         head: RequestHead
         head, n = res
-        if len(head.method) + len(head.target) + 10 > self.max_line or n - 2 > self.max_headers:
-            return False
+        if len(head.method) + len(head.target) + 10 > self.max_line or (
+                n - 2 > self.max_headers and data.count(b"\n", 0, n) - 2 > self.max_headers):
+            return False  # _process refuses it (414, 431)
         if n < len(data):
             self.buf += data[n:]
         self._processing = True

@@ -19,7 +19,6 @@ from .base import (
     FRAMING_NONE,
     HOP_BY_HOP,
     LAST_CHUNK,
-    LengthDecoder,
     ParseError,
     RequestHead,
     ResponseHead,
@@ -48,6 +47,7 @@ NAME: str = _impl.NAME
 parse_request_head = _impl.parse_request_head
 parse_response_head = _impl.parse_response_head
 make_decoder = _impl.make_decoder
+LengthDecoder = _impl.LengthDecoder  # the type make_decoder returns for a Content-Length body
 build_request_head = _impl.build_request_head
 build_response_head = _impl.build_response_head
 

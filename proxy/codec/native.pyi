@@ -6,7 +6,7 @@ Same functions and semantics as ``proxy.codec.pure``; see its docstrings.
 from collections.abc import Iterable
 from typing import Final
 
-from .base import CloseDecoder, LengthDecoder, RequestHead, ResponseHead
+from .base import CloseDecoder, LengthDecoder, RequestHead, ResponseHead  # LengthDecoder: native's own, same API
 
 NAME: Final[str]
 

@@ -109,6 +109,21 @@ def test_length_whole(impl, body, after):
     assert drive(dec, [body + after]) == (body, after)
 
 
+@pytest.mark.parametrize("length", [2**63 - 1, 2**63, 2**70])
+def test_length_beyond_64_bits(impl, length):
+    """A Content-Length past a C long long still counts (native hands it to the Python decoder)."""
+    dec = impl.make_decoder(FRAMING_LENGTH, length)
+    assert dec.feed(b"abc") == (b"abc", None)
+    assert dec.remaining == length - 3 and not dec.eof()
+
+
+def test_length_decoder_is_the_type_the_codec_exports(impl):
+    """The client connection recognises a Content-Length body by ``type(dec) is codec.LengthDecoder``."""
+    assert type(impl.make_decoder(FRAMING_LENGTH, 10)) is impl.LengthDecoder
+    dec = impl.LengthDecoder(4)
+    assert dec.feed(b"abcdef") == (b"abcd", b"ef") and dec.remaining == 0 and dec.eof()
+
+
 @pytest.mark.parametrize("after", AFTERS)
 @pytest.mark.parametrize("body", LENGTH_CASES)
 def test_length_every_split(impl, body, after):
