@@ -258,8 +258,9 @@ class _EventSeries:
     def collect(self) -> Iterator[Metric]:
         m = self._m
         for name, values in (
+            ("http_server_requests_total", _by_code(m._req)),
             ("http_server_upgrades_total", m._upgrade),
-            ("http_client_requests_total", m._client_failed),
+            ("http_client_requests_total", {**_by_code(m._client), **m._client_failed}),
             ("http_client_connect_errors_total", m._conn_err),
             ("http_client_retries_total", m._retry),
             ("http_timeouts_total", m._timeout),
@@ -284,26 +285,18 @@ class _EventSeries:
         ):
             _, labels, help_ = _SPEC[name]
             fam = CounterMetricFamily(name, help_, labels=labels)
-            if name == "http_client_requests_total":
-                _add_codes(fam, m._client)
             for key, v in list(values.items()):
                 fam.add_metric([str(k) for k in key], v)
             yield fam
-        _, labels, help_ = _SPEC["http_server_requests_total"]
-        fam = CounterMetricFamily("http_server_requests_total", help_, labels=labels)
-        _add_codes(fam, m._req)
-        yield fam
         _, _, help_ = _SPEC["accesslog_dropped_total"]
         yield CounterMetricFamily("accesslog_dropped_total", help_, value=m._dropped)
         yield _histogram("http_server_request_duration_seconds", REQUEST_DURATION_BUCKETS, m._dur)
         yield _histogram("tls_handshake_duration_seconds", TLS_DURATION_BUCKETS, m._tls_dur)
 
 
-def _add_codes(fam: CounterMetricFamily, counts_by_name: dict) -> None:
-    """Samples ``{name, code}`` from per-name ``CodeCounts``."""
-    for name, counts in list(counts_by_name.items()):
-        for code, n in counts.items():
-            fam.add_metric([name, str(code)], n)
+def _by_code(counts_by_name: dict) -> dict:
+    """``{name: CodeCounts}`` as ``{(name, code): n}``."""
+    return {(name, code): n for name, counts in list(counts_by_name.items()) for code, n in counts.items()}
 
 
 def _flat(nested: dict) -> dict:
