@@ -18,7 +18,7 @@ cdef int K_IDLE, K_HEADER, K_BODY, K_LINGER
 cdef double FIRST_REQUEST_GRACE
 
 cdef class Downstream:
-    cdef public object tls, proxied
+    cdef public object tls, peer_addr
     cdef public HeaderPolicy headers
     cdef public object server, cfg, listener, admitted, admitted_ip, transport
     cdef public bytes client_ip

@@ -81,7 +81,7 @@ class Downstream:
 
     if not cython.compiled:  # compiled (downstream.pxd), typed slots that start as None
         tls = None  # TLSInfo on a TLS listener (set before connection_made)
-        proxied = None  # (client ip, port) from a PROXY protocol header (set before connection_made)
+        peer_addr = None  # the client (ip, port): accept()'s, or a PROXY protocol header's (set before connection_made)
 
     def __init__(self, server, listener: str, admitted=None, ip: str = ""):
         self.server = server
@@ -143,7 +143,7 @@ class Downstream:
     def connection_made(self, transport):
         self.transport = transport
         self.created = clock.monotonic()
-        peer = self.proxied or transport.get_extra_info("peername")
+        peer = self.peer_addr or transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client_ip = str(peer[0]).encode()
             self.client_addr = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"

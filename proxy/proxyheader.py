@@ -7,7 +7,7 @@ balancer), every connection must start with a PROXY protocol header, v1 or
 v2 (``proxyproto.parse``). ``ProxyHeaderReader`` is the first protocol on
 such a transport: it buffers until the header is complete, then hands the
 transport to the real protocol (a ``Downstream``, or a ``TLSConnection``
-whose ClientHello follows the header), setting ``proxied`` on it first so
+whose ClientHello follows the header), setting ``peer_addr`` on it first so
 the client address the load balancer saw is the one logged, forwarded in
 X-Forwarded-For and used in the access log. A LOCAL header (the balancer's
 own health check) keeps the socket's peer address.
@@ -61,7 +61,7 @@ class ProxyHeaderReader(asyncio.Protocol):
         self.timer.cancel()
         inner = self.make_protocol()
         if info.command == "PROXY" and info.src_addr is not None and info.family in ("TCP4", "TCP6"):
-            inner.proxied = (info.src_addr, info.src_port)
+            inner.peer_addr = (info.src_addr, info.src_port)
         self.handed = inner
         self.transport.set_protocol(inner)
         inner.connection_made(self.transport)

@@ -4,16 +4,15 @@ Theory of operation
 -------------------
 Each listener is a raw non-blocking socket (SO_REUSEADDR, configured
 backlog) watched with ``loop.add_reader``; the proxy accepts connections
-itself, in batches of up to ``ACCEPT_BATCH`` per readiness event (as many
-as the kernel reports queued, from TCP_INFO, so no accept ends in EAGAIN;
-until EAGAIN where TCP_INFO is missing), so
+itself (acceptor.py: in batches, as many as the kernel reports queued), so
 admission control can decide per connection at accept time or stop reading
 the socket and let the kernel backlog hold the queue. An accept that fails
 for lack of file descriptors pauses that listener for a moment instead of
 spinning on a socket that stays readable.
 
-Accepted sockets get TCP_NODELAY and TCP keep-alive, then become asyncio
-transports with a ``Downstream`` protocol.
+Accepted sockets inherit TCP_NODELAY and TCP keep-alive from the listening
+socket, then become asyncio transports with a ``Downstream`` protocol (a
+``TLSConnection`` first on a TLS listener).
 
 Shutdown (SIGTERM or SIGINT): stop accepting (listening sockets closed),
 close idle keep-alive connections at once, let in-flight requests finish
@@ -25,7 +24,6 @@ pools, flush the access log, and return 0.
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import signal
 import socket
@@ -33,21 +31,19 @@ import struct
 import time
 
 from . import __version__, codec, compiled, log, sysinfo
+from .acceptor import accept_ready, takes_descriptors
 from .accesslog import AccessLog
 from .accounting import InFlight
-from .admission import ACCEPTED, PAUSED, Decision, Gate, ListenerAdmission
+from .admission import Decision, Gate, ListenerAdmission
 from .admin import AdminServer
 from .downstream import Downstream
 from .headers import HeaderPolicy
-from .proxyheader import ProxyHeaderReader
-from .tls import TLSConnection, TLSContexts, TLSSetupError, load_listener_tls
+from .tls import TLSContexts, TLSSetupError, load_listener_tls
 from .healthcheck import HealthChecker
 from .metrics import Metrics
 from .routing import Router
 from .upstream import Cluster, set_tcp_keepalive
 
-ACCEPT_BATCH = 64
-EMFILE_PAUSE = 0.1  # seconds a listener rests after running out of descriptors
 MAX_RESPONSE_HEAD = 64 * 1024
 
 
@@ -76,50 +72,6 @@ def accepted_socket_class(family: socket.AddressFamily, type_: socket.SocketKind
     from the descriptor's ints on every read, and the event loop reads them for every
     accepted connection (three enum conversions in Python per connection)."""
     return type("AcceptedSocket", (socket.socket,), {"__slots__": (), "family": family, "type": type_})
-
-
-def run_coroutine(loop: asyncio.AbstractEventLoop, coro, on_error) -> None:
-    """Run ``coro`` to its end without an ``asyncio.Task``; ``on_error(exc)`` if it raises.
-
-    For ``loop.connect_accepted_socket`` on every accepted connection: it
-    awaits one future (the transport's connection_made) and returns. A Task
-    would cost a Task object, its registration, two more event-loop
-    callbacks and a done callback per connection; this sends the coroutine
-    on when each future it waits on is done (or at the next loop iteration
-    for a bare yield), exactly as a Task steps it, and nothing more. Nobody
-    awaits the result, and nothing cancels it (the transport's own close
-    ends a connection).
-    """
-    _CoroutineRunner(loop, coro, on_error).step()
-
-
-class _CoroutineRunner:
-    """run_coroutine's state. An object with a method rather than a closure that
-    schedules itself: such a closure is its own cell's contents, a reference
-    cycle that kept every accepted connection's coroutine, factory and error
-    callback for the cyclic collector. Here the only cycle is the pending
-    future's callback list, which the future empties when it completes."""
-
-    __slots__ = ("loop", "coro", "on_error")
-
-    def __init__(self, loop, coro, on_error) -> None:
-        self.loop = loop
-        self.coro = coro
-        self.on_error = on_error
-
-    def step(self, _=None) -> None:
-        try:
-            waiting = self.coro.send(None)
-        except StopIteration:
-            return
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller, never raised into the loop
-            self.on_error(exc)
-            return
-        if waiting is None:
-            self.loop.call_soon(self.step)
-        else:
-            waiting._asyncio_future_blocking = False  # as a Task does before it waits on the future
-            waiting.add_done_callback(self.step)
 
 
 def upstream_reasons(config, routed) -> list[str]:
@@ -163,8 +115,9 @@ class Listener:
         # socket.accept() rebuilds the family and type enums of the listening socket for every
         # connection; _accept() (the C call under it) with these ints saved does the same work
         s = self.sock
-        self._accept_as = (int(s.family), int(s.type), s.proto)
-        self._socket_class = accepted_socket_class(s.family, s.type)
+        self.accept_as = (int(s.family), int(s.type), s.proto)
+        self.socket_class = accepted_socket_class(s.family, s.type)
+        self.bare = takes_descriptors(self.loop)  # accepted descriptors go to the loop without a socket object
         self.tls = server.tls.get(cfg.name)  # TLSContexts, swapped whole by a certificate reload
         self.headers = HeaderPolicy(
             server.config.headers, b"https" if cfg.tls else b"http",
@@ -177,7 +130,7 @@ class Listener:
 
     def start(self) -> None:
         if not self.accepting and not self.closed:
-            self.loop.add_reader(self.sock.fileno(), self._on_acceptable)
+            self.loop.add_reader(self.sock.fileno(), accept_ready, self)
             self.accepting = True
 
     def pause(self) -> None:
@@ -185,7 +138,11 @@ class Listener:
             self.loop.remove_reader(self.sock.fileno())
             self.accepting = False
 
-    def _hold(self, now: float) -> None:
+    def _on_acceptable(self) -> None:
+        """One readiness event's accepts (what the event loop calls, as ``accept_ready(self)``)."""
+        accept_ready(self)
+
+    def hold(self, now: float) -> None:
         """Admission said pause: leave connections in the kernel queue until
         a token arrives (a timer) or a slot frees (``maybe_resume``)."""
         self.pause()
@@ -203,8 +160,10 @@ class Listener:
             self.held = False
             self.start()  # the next readiness event asks admission again
 
-    def _refuse(self, conn: socket.socket, decision: Decision) -> None:
+    def refuse(self, fd: int, decision: Decision) -> None:
         """Accepted only to be refused: reset, or a minimal 503, then close."""
+        family, type_, proto = self.accept_as
+        conn = self.socket_class(family, type_, proto, fileno=fd)
         try:
             if decision is Decision.RESPONDED or (decision is Decision.PER_IP and self.cfg.on_limit == "respond"):
                 conn.setblocking(False)
@@ -214,50 +173,6 @@ class Listener:
         except OSError:
             pass
         conn.close()
-
-    def _on_acceptable(self) -> None:
-        sock = self.sock
-        family, type_, proto = self._accept_as
-        new_socket = self._socket_class
-        server = self.server
-        adm = self.admission
-        metrics = server.metrics
-        name = self.name
-        # the kernel says how many connections wait (TCP_INFO of the listening socket): accept those,
-        # not one more that could only fail with EAGAIN (a system call and a Python exception per
-        # readiness event); any arriving meanwhile make the socket readable again. Without TCP_INFO
-        # (not Linux), until EAGAIN.
-        queued = sysinfo.accept_queue(sock)
-        batch = ACCEPT_BATCH if queued is None else min(max(queued[0], 1), ACCEPT_BATCH)
-        for _ in range(batch):
-            decision = adm.before_accept(time.monotonic())
-            if decision is PAUSED:
-                metrics.admission(name, "paused")
-                self._hold(time.monotonic())
-                return
-            try:
-                fd, addr = sock._accept()
-                conn = new_socket(family, type_, proto, fileno=fd)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warn("accept_paused", listener=self.name, reason=exc.strerror)
-                    self.pause()
-                    self.loop.call_later(EMFILE_PAUSE, self.start)
-                return  # ECONNABORTED and friends: the next readiness event retries
-            if decision is not ACCEPTED:
-                metrics.admission(name, decision.value)
-                self._refuse(conn, decision)
-                continue
-            ip = addr[0] if isinstance(addr, tuple) else ""
-            decision = adm.admit(ip, time.monotonic())
-            if decision is not ACCEPTED:
-                metrics.admission(name, decision.value)
-                self._refuse(conn, decision)
-                continue
-            metrics.admission(name, "accepted")
-            server.accept(conn, self, ip)
 
     def close(self) -> None:
         self.pause()
@@ -391,27 +306,6 @@ class ProxyServer:
         for c in self.clusters.values():
             c.tick()
         self._sweeper = self.loop.call_later(1.0, self._sweep)
-
-    def accept(self, sock: socket.socket, listener: Listener, ip: str = "") -> None:
-        """An admitted connection becomes a transport with a Downstream."""
-        # non-blocking mode and TCP options: the event loop's transport sets the one, the listening
-        # socket passed on the others (Listener.__init__)
-        name = listener.name
-        if listener.tls is not None:
-            accepted_at = time.monotonic()
-            factory = lambda: TLSConnection(  # noqa: E731
-                self, listener, ip, accepted_at, lambda: Downstream(self, name, listener, ip))
-        else:
-            factory = lambda: Downstream(self, name, listener, ip)  # noqa: E731
-        if listener.cfg.proxy_protocol:
-            inner = factory
-            factory = lambda: ProxyHeaderReader(self, listener, ip, inner)  # noqa: E731
-
-        def failed(exc: BaseException) -> None:
-            log.warn("accept_failed", error=str(exc) or type(exc).__name__)
-            self.admission_released(listener, ip)  # no Downstream will release it
-
-        run_coroutine(self.loop, self.loop.connect_accepted_socket(factory, sock), failed)
 
     def admission_released(self, listener: Listener, ip: str) -> None:
         """An admitted connection is gone: its slots free, paused listeners resume."""

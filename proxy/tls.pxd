@@ -8,7 +8,7 @@ cimport proxy.clock as clock
 cdef class TLSConnection:
     cdef object __weakref__  # the OpenSSL object's owner is held weakly
     cdef public object server, listener, ip, make_downstream, contexts, raw, records
-    cdef public object incoming, outgoing, app, timer, peer, proxied, sni, fail_reason
+    cdef public object incoming, outgoing, app, timer, peer, peer_addr, sni, fail_reason
     cdef public double accepted_at, hello_at, sni_time
     cdef public bint app_paused, ended, held
 

@@ -442,13 +442,13 @@ class TLSConnection:
         self.ended = False  # the handshake ended (done, failed or timed out)
         self.timer = None
         self.peer = ""
-        self.proxied = None  # (client ip, port) from a PROXY protocol header
+        self.peer_addr = None  # the client (ip, port): accept()'s, or a PROXY protocol header's
         self.held = False  # post-handshake messages wait for the first answer (see data_received)
 
     # -- handshake ---------------------------------------------------------
     def connection_made(self, transport):
         self.raw = transport
-        peer = self.proxied or transport.get_extra_info("peername")
+        peer = self.peer_addr or transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
         # SSLContext.wrap_bio's own step without its ssl.SSLObject wrapper (Python code per
@@ -555,7 +555,7 @@ class TLSConnection:
                        cipher[0] if cipher else "", resumed, total, subject, refusal, identity)
         app = self.make_downstream()
         app.tls = info
-        app.proxied = self.proxied
+        app.peer_addr = self.peer_addr
         self.app = app
         app.connection_made(TLSTransport(self))
         if self.incoming.pending or sslobj.pending():

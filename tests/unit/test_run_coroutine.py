@@ -1,4 +1,5 @@
-"""server.run_coroutine: a coroutine stepped to its end without an asyncio.Task."""
+"""acceptor.CoroutineRunner: a coroutine stepped to its end without an asyncio.Task (how every
+accepted connection's ``connect_accepted_socket`` runs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.server import new_event_loop, run_coroutine
+from proxy.acceptor import CoroutineRunner
+from proxy.server import new_event_loop
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])
@@ -19,8 +21,17 @@ def loop(request):
     lp.close()
 
 
+class Runner(CoroutineRunner):
+    def __init__(self, loop, on_error):
+        super().__init__(loop)
+        self.on_error = on_error
+
+    def failed(self, exc):
+        self.on_error(exc)
+
+
 def drive(loop, make_coro):
-    """Run ``make_coro(loop, gate)`` with run_coroutine; ``(trace, errors)`` once it has ended."""
+    """Run ``make_coro(loop, trace)`` with a CoroutineRunner; ``(trace, errors)`` once it has ended."""
     trace, errors = [], []
     ended = loop.create_future()
 
@@ -37,8 +48,8 @@ def drive(loop, make_coro):
                 loop.call_soon(lambda: ended.done() or ended.set_result(None))
 
     async def main():
-        run_coroutine(loop, wrapper(), on_error)
-        trace.append("returned")  # run_coroutine returns at the coroutine's first wait
+        Runner(loop, on_error).run(wrapper())
+        trace.append("returned")  # run() returns at the coroutine's first wait
         await asyncio.wait_for(ended, 5)
 
     loop.run_until_complete(main())
