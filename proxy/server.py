@@ -38,7 +38,7 @@ from .admission import Decision, Gate, ListenerAdmission
 from .admin import AdminServer
 from .downstream import Downstream
 from .headers import HeaderPolicy
-from .tls import TLSContexts, TLSSetupError, load_listener_tls
+from .tls import HandshakeDeadlines, TLSContexts, TLSSetupError, load_listener_tls
 from .healthcheck import HealthChecker
 from .metrics import Metrics
 from .routing import Router
@@ -119,6 +119,7 @@ class Listener:
         self.socket_class = accepted_socket_class(s.family, s.type)
         self.bare = takes_descriptors(self.loop)  # accepted descriptors go to the loop without a socket object
         self.tls = server.tls.get(cfg.name)  # TLSContexts, swapped whole by a certificate reload
+        self.handshakes = HandshakeDeadlines(self.loop, cfg.handshake_timeout) if cfg.tls else None
         self.headers = HeaderPolicy(
             server.config.headers, b"https" if cfg.tls else b"http",
             strip=(cfg.client_subject_header, cfg.client_san_header, cfg.client_fingerprint_header), hsts=cfg.hsts)
@@ -203,7 +204,6 @@ class ProxyServer:
         self.headers = HeaderPolicy(config.headers)
         self.ticket_keys = ticket_keys
         self.tls = load_listener_tls(config, ticket_keys)  # ConfigError when a certificate cannot be used
-        self.handshaking: set = set()  # TLSConnections still in their handshake
         self.router = Router.from_config(config.routes)
         self.clusters = {name: Cluster(cfg, loop, self.metrics) for name, cfg in config.upstreams.items()}
         self.routed = [self.clusters[n] for n in dict.fromkeys(r.upstream for r in config.routes)]
@@ -328,11 +328,10 @@ class ProxyServer:
                         c.mark_recovering(s)
                 return
 
-    def handshake_started(self, conn) -> None:
-        self.handshaking.add(conn)
-
-    def handshake_ended(self, conn) -> None:
-        self.handshaking.discard(conn)
+    @property
+    def handshaking(self) -> list:
+        """The TLS connections still in their handshake, on every listener."""
+        return [conn for lst in self.listeners if lst.handshakes is not None for conn in lst.handshakes.pending]
 
     def reload_certificates(self) -> bool:
         """Re-read every TLS listener's certificate files (SIGHUP).

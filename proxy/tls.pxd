@@ -5,10 +5,19 @@
 # stays Python-visible; the rest of the module (contexts, setup) compiles as
 # plain Python classes and functions.
 cimport proxy.clock as clock
+cdef class HandshakeDeadlines:
+    cdef public object loop, timer
+    cdef public double timeout
+    cdef public dict pending
+
+    cpdef add(self, conn, double now)
+    cpdef remove(self, conn)
+
+
 cdef class TLSConnection:
     cdef object __weakref__  # the OpenSSL object's owner is held weakly
     cdef public object server, listener, ip, make_downstream, contexts, raw, records
-    cdef public object incoming, outgoing, app, timer, peer, peer_addr, sni, fail_reason
+    cdef public object incoming, outgoing, app, peer, peer_addr, sni, fail_reason
     cdef public double accepted_at, hello_at, sni_time
     cdef public bint app_paused, ended, held
 
