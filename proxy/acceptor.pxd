@@ -2,6 +2,7 @@
 # descriptor handed to uvloop and each connection's start are extension
 # types; the protocols they make are built through their C types.
 cimport proxy.clock as clock
+from proxy.admission cimport ListenerAdmission
 from proxy.downstream cimport Downstream
 from proxy.tls cimport TLSConnection
 

@@ -38,7 +38,7 @@ import os
 import cython
 
 from . import clock, log, sysinfo
-from .admission import ACCEPTED, PAUSED
+from .admission import ACCEPTED, PAUSED, ListenerAdmission
 from .downstream import Downstream
 from .proxyheader import ProxyHeaderReader
 from .tls import TLSConnection
@@ -180,7 +180,7 @@ def accept_ready(listener) -> None:
     """The listening socket is readable: accept what the kernel has queued, as admission allows."""
     sock = listener.sock
     server = listener.server
-    adm = listener.admission
+    adm: ListenerAdmission = listener.admission
     metrics = server.metrics
     name = listener.name
     # the kernel says how many connections wait (TCP_INFO of the listening socket): accept those,

@@ -20,7 +20,8 @@ connection. So the decision is made around ``accept()``:
 3. ``release(ip)`` — when an admitted connection closes.
 
 Every decision is returned as a ``Decision`` for the caller to count. Time
-comes in as ``now``; the token bucket is ``accounting.TokenBucket``.
+comes in as ``now``; the token bucket is ``accounting.TokenBucket``. This
+module is compiled with the core (the accept loop's calls are C calls).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class ListenerAdmission:
         self.bucket = TokenBucket(rate, burst, now) if rate > 0 else None
         self.gate = gate
         self.count = 0
-        self.by_ip: dict[str, int] = {}
+        self.by_ip = {}  # ip -> admitted connections
 
     def _refusal(self) -> Decision:
         return {"pause": Decision.PAUSED, "reject": Decision.REJECTED}.get(self.on_limit, Decision.RESPONDED)
@@ -70,7 +71,7 @@ class ListenerAdmission:
     def full(self) -> bool:
         return (bool(self.max_connections) and self.count >= self.max_connections) or self.gate.full()
 
-    def before_accept(self, now: float) -> Decision:
+    def before_accept(self, now):
         """ACCEPTED when one more connection may be taken now. Nothing is
         spent: the token goes with ``admit`` once a connection was there."""
         if self.full():
@@ -89,7 +90,7 @@ class ListenerAdmission:
             return self.bucket.wait_time(now)
         return 0.0
 
-    def admit(self, ip: str, now: float) -> Decision:
+    def admit(self, ip: str, now):
         """After accept: spend the token, apply the per-IP cap; ACCEPTED counts
         the connection in."""
         if self.bucket is not None:
