@@ -323,6 +323,42 @@ def _bump(counts: dict, key: tuple) -> None:
     counts[key] = counts.get(key, 0) + 1
 
 
+def _tls_histogram(dur: dict, listener: str, phase: str) -> Histogram:
+    key = (listener, phase)
+    hist = dur.get(key)
+    if hist is None:
+        hist = dur[key] = accounting.Histogram(TLS_DURATION_BUCKETS)
+    return hist
+
+
+class TLSStats:
+    """One TLS listener's handshake series: its phase histograms and the label keys of its
+    counters, held directly (the same objects the scrape reads), so a finished handshake is
+    four histogram updates and a counter, with no label tuple built."""
+
+    def __init__(self, listener: str, dur: dict, handshakes: dict, resumed: dict) -> None:
+        self.hello = _tls_histogram(dur, listener, "client_hello")
+        self.sni = _tls_histogram(dur, listener, "sni")
+        self.handshake = _tls_histogram(dur, listener, "handshake")
+        self.total = _tls_histogram(dur, listener, "total")
+        self.handshakes = handshakes
+        self.resumed = resumed
+        self.ok_key = (listener, "ok")
+        self.resumed_key = (listener,)
+
+    def finished(self, hello, sni, handshake, total, resumed) -> None:
+        """A finished handshake: its phase durations (seconds) and whether it resumed a session."""
+        self.hello.observe(hello)
+        self.sni.observe(sni)
+        self.handshake.observe(handshake)
+        self.total.observe(total)
+        counts = self.handshakes
+        counts[self.ok_key] = counts.get(self.ok_key, 0) + 1
+        if resumed:
+            counts = self.resumed
+            counts[self.resumed_key] = counts.get(self.resumed_key, 0) + 1
+
+
 class Metrics:
     """All of the proxy's Prometheus series, on a private registry."""
 
@@ -361,6 +397,7 @@ class Metrics:
         self._pp_errors: dict[tuple[str], int] = {}
         self._reloads: dict[tuple[str], int] = {}
         self._tls_dur: dict[tuple[str, str], Histogram] = {}
+        self._tls_stats: dict[str, TLSStats] = {}  # listener -> its handshake series (tls_stats)
         self._dropped = 0
         reg.register(_EventSeries(self))
 
@@ -430,21 +467,19 @@ class Metrics:
     def health_check(self, upstream: str, server: str, result: str) -> None:
         _bump(self._health_checks, (upstream, server, result if result in HEALTH_CHECK_RESULTS else "error"))
 
-    def tls_handshake(self, listener: str, phases: dict, resumed: bool) -> None:
-        """A finished handshake: its phase durations (seconds, by TLS_PHASES name)."""
-        _bump(self._tls_handshakes, (listener, "ok"))
-        if resumed:
-            _bump(self._tls_resumed, (listener,))
-        self.tls_phases(listener, phases)
-
     def tls_phases(self, listener: str, phases: dict) -> None:
         dur = self._tls_dur
         for phase, seconds in phases.items():
-            key = (listener, phase)
-            hist = dur.get(key)
-            if hist is None:
-                hist = dur[key] = accounting.Histogram(TLS_DURATION_BUCKETS)
-            hist.observe(seconds)
+            _tls_histogram(dur, listener, phase).observe(seconds)
+
+    def tls_stats(self, listener: str) -> TLSStats:
+        """The series every finished handshake on ``listener`` moves, found once (a TLS listener
+        keeps it): ``TLSStats.finished`` instead of ``tls_handshake``'s label tuples and dict."""
+        stats = self._tls_stats.get(listener)
+        if stats is None:
+            stats = self._tls_stats[listener] = TLSStats(listener, self._tls_dur, self._tls_handshakes,
+                                                         self._tls_resumed)
+        return stats
 
     def tls_failure(self, listener: str, reason: str) -> None:
         _bump(self._tls_handshakes, (listener, "failed"))
@@ -517,6 +552,9 @@ class NullMetrics(Metrics):
     def admission(self, listener: str, decision: str) -> None:
         pass
 
+    def tls_stats(self, listener: str) -> TLSStats:
+        return TLSStats(listener, {}, {}, {})
+
     def pool_opened(self, upstream: str, server: str) -> None:
         pass
 
@@ -542,9 +580,6 @@ class NullMetrics(Metrics):
         pass
 
     def health_check(self, upstream: str, server: str, result: str) -> None:
-        pass
-
-    def tls_handshake(self, listener: str, phases: dict, resumed: bool) -> None:
         pass
 
     def tls_phases(self, listener: str, phases: dict) -> None:

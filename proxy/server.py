@@ -120,6 +120,7 @@ class Listener:
         self.bare = takes_descriptors(self.loop)  # accepted descriptors go to the loop without a socket object
         self.tls = server.tls.get(cfg.name)  # TLSContexts, swapped whole by a certificate reload
         self.handshakes = HandshakeDeadlines(self.loop, cfg.handshake_timeout) if cfg.tls else None
+        self.tls_stats = None  # the metrics' TLSStats of this listener, from its first finished handshake
         self.headers = HeaderPolicy(
             server.config.headers, b"https" if cfg.tls else b"http",
             strip=(cfg.client_subject_header, cfg.client_san_header, cfg.client_fingerprint_header), hsts=cfg.hsts)

@@ -5,6 +5,7 @@
 # stays Python-visible; the rest of the module (contexts, setup) compiles as
 # plain Python classes and functions.
 cimport proxy.clock as clock
+from proxy.metrics cimport TLSStats
 cdef class HandshakeDeadlines:
     cdef public object loop, timer
     cdef public double timeout

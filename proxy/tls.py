@@ -571,18 +571,14 @@ class TLSConnection:
         self._end_handshake()
         sslobj = self.records
         ctxs = self.contexts
-        name = self.listener.name
-        phases = {
-            "client_hello": self.hello_at - self.accepted_at,
-            "sni": self.sni_time,
-            "handshake": now - self.hello_at,
-        }
+        listener = self.listener
+        name = listener.name
         subject, refusal, identity = "", "", []
         if ctxs.policy is not None:
             der = sslobj.getpeercert(True)
             t0 = clock.monotonic()
             verdict = ctxs.policy.check(der, datetime.datetime.now(datetime.timezone.utc))
-            phases["client_verify"] = clock.monotonic() - t0
+            self.server.metrics.tls_phases(name, {"client_verify": clock.monotonic() - t0})
             self.server.metrics.tls_client_cert(name, verdict.code)
             if verdict.ok:
                 subject = verdict.subject
@@ -592,9 +588,11 @@ class TLSConnection:
                 log.event("tls_client_refused", level="info", listener=name, client=self.peer, reason=verdict.code,
                           subject=verdict.subject or None, detail=verdict.detail)
         total = clock.monotonic() - self.accepted_at
-        phases["total"] = total
         resumed = sslobj.session_reused
-        self.server.metrics.tls_handshake(name, phases, resumed)
+        stats: TLSStats = listener.tls_stats
+        if stats is None:
+            stats = listener.tls_stats = self.server.metrics.tls_stats(name)
+        stats.finished(self.hello_at - self.accepted_at, self.sni_time, now - self.hello_at, total, resumed)
         cipher = sslobj.cipher()
         info = TLSInfo(self.sni.lower().rstrip(".") if self.sni else "", sslobj.version(),
                        cipher[0] if cipher else "", resumed, total, subject, refusal, identity)

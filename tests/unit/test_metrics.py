@@ -60,7 +60,7 @@ def exercise_everything(m):
     m.pool_reused("backend", "10.0.0.1:80")
     m.pool_evicted("backend", "idle_timeout")
     m.set_gauge_source("http_client_conn_pool_idle_timeout_seconds", lambda: [(("backend", "10.0.0.1:80"), 30.0)])
-    m.tls_handshake("tls", {"client_hello": 0.001, "sni": 0.00002, "handshake": 0.002, "total": 0.004}, True)
+    m.tls_stats("tls").finished(0.001, 0.00002, 0.002, 0.004, True)
     m.tls_failure("tls", "unknown_ca")
     m.tls_sni("tls", missing=False)
     m.tls_sni("tls", missing=True)
@@ -276,12 +276,17 @@ def test_readme_lists_every_metric():
 
 def test_tls_phase_histogram_and_counters():
     m = Metrics(codec="h11", version="0")
-    m.tls_handshake("edge", {"handshake": 0.003, "total": 0.02}, resumed=False)
-    m.tls_handshake("edge", {"handshake": 0.0004, "total": 0.001}, resumed=True)
+    stats = m.tls_stats("edge")
+    assert m.tls_stats("edge") is stats  # one per listener, found once
+    stats.finished(0.0001, 0.00001, 0.003, 0.02, False)
+    stats.finished(0.0001, 0.00001, 0.0004, 0.001, True)
     m.tls_failure("edge", "timeout")
+    m.tls_phases("edge", {"total": 10.0})  # a failed handshake's total: the same series
     text = m.render()[0].decode()
     assert 'tls_handshake_duration_seconds_bucket{le="0.0005",listener="edge",phase="handshake"} 1.0' in text
-    assert 'tls_handshake_duration_seconds_count{listener="edge",phase="total"} 2.0' in text
+    assert 'tls_handshake_duration_seconds_count{listener="edge",phase="total"} 3.0' in text
+    assert 'tls_handshake_duration_seconds_count{listener="edge",phase="client_hello"} 2.0' in text
+    assert 'tls_handshake_duration_seconds_sum{listener="edge",phase="sni"} 2e-05' in text
     assert 'tls_handshakes_total{listener="edge",result="ok"} 2.0' in text
     assert 'tls_handshakes_total{listener="edge",result="failed"} 1.0' in text
     assert 'tls_handshake_failures_total{listener="edge",reason="timeout"} 1.0' in text
