@@ -310,6 +310,15 @@ def main() -> int:
     ap.add_argument("--plot", nargs="?", const=str(ROOT / "bench" / "results" / "latest.png"), default=None,
                     metavar="PNG", help="also draw a bar chart (needs matplotlib)")
     args = ap.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    wanted = [p for p in args.proxies.split(",") if p]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        ap.error(f"--scenarios: unknown {', '.join(unknown)}; expected some of {', '.join(SCENARIOS)}")
+    known_proxies = ("edgeproxy", "edgeproxy-pure", "nginx", "haproxy")
+    unknown = [p for p in wanted if p not in known_proxies]
+    if unknown:
+        ap.error(f"--proxies: unknown {', '.join(unknown)}; expected some of {', '.join(known_proxies)}")
     global PROXY_CPU, WORKERS
     WORKERS = args.workers
     if WORKERS > 1:
@@ -317,12 +326,10 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    wanted = [p for p in args.proxies.split(",") if p]
     if "nginx" in wanted and not shutil.which("nginx"):
         wanted.remove("nginx")
     if "haproxy" in wanted and not shutil.which("haproxy"):
         wanted.remove("haproxy")
-    scenarios = [s for s in args.scenarios.split(",") if s]
     results = []
     tmp = Path(tempfile.mkdtemp(prefix="edgeproxy-bench-"))
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))

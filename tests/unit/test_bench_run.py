@@ -50,3 +50,18 @@ def test_summarize_one_run_is_that_run_and_a_missing_figure_stays_missing():
     assert summarize([run(1, 2.0, 3.0)]) == run(1, 2.0, 3.0)
     s = summarize([run(1, None, 3.0), run(2, 4.0, 5.0)])
     assert s["p99_ms"] is None and s["cpu_us_per_req"] == 4.0
+
+
+@pytest.mark.parametrize("args,named", [(["--scenarios", "get,pipeline"], "--scenarios: unknown pipeline"),
+                                        (["--proxies", "nginx,envoy"], "--proxies: unknown envoy")])
+def test_an_unknown_scenario_or_proxy_is_refused_before_anything_starts(args, named):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, str(root / "bench" / "run.py"), *args], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2
+    assert named in res.stderr and "expected some of" in res.stderr
+    assert "Traceback" not in res.stderr
