@@ -62,9 +62,10 @@ class Client(asyncio.Protocol):
         self.done.set_result(bytes(self.received))
 
 
-async def start_proxy(tls: bool, tmp: Path):
+async def start_proxy(tls: bool, tmp: Path, downstream: dict | None = None):
     """The real ProxyServer on 127.0.0.1 in front of an in-process upstream (``tls``: a TLS
-    listener with a development certificate made in ``tmp``): ``(server, port, client_ctx, upstream)``."""
+    listener with a development certificate made in ``tmp``; ``downstream``: that config section):
+    ``(server, port, client_ctx, upstream)``."""
     loop = asyncio.get_running_loop()
     up = await loop.create_server(Upstream, "127.0.0.1", 0)
     listener = {"address": "127.0.0.1:0"}
@@ -79,6 +80,7 @@ async def start_proxy(tls: bool, tmp: Path):
         "access_log": {"enabled": False},
         "upstreams": {"app": {"servers": [f"127.0.0.1:{up.sockets[0].getsockname()[1]}"]}},
         "routes": [{"upstream": "app"}],
+        **({"downstream": downstream} if downstream else {}),
     }, "<connpath>")
     server = ProxyServer(cfg, loop)
     await server.start()

@@ -50,7 +50,7 @@ import sys
 __all__ = ["INLINED", "MODULES", "REQUIRES", "STATE", "choose", "choose_all", "core_kind", "install", "pure_requested", "source_digest"]
 
 MODULES = ("exchange", "downstream", "upstream", "metrics", "breaker", "pool", "headers", "routing", "balancer", "tls",
-           "heads", "admission", "acceptor")
+           "heads", "deadlines", "admission", "acceptor")
 # extension modules (built from native/) whose types the compiled core cimports
 REQUIRES = ("_accounting",)
 # .pxd files whose inline code is compiled into the core modules that cimport

@@ -4,6 +4,7 @@
 # the diagnostics use stays Python-visible.
 cimport proxy.clock as clock
 from proxy._accounting cimport InFlight
+from proxy.deadlines cimport DeadlineQueue
 from proxy.headers cimport HeaderPolicy
 from proxy.metrics cimport Metrics
 from proxy.heads cimport RequestHead
@@ -40,6 +41,7 @@ cdef class Downstream:
     cdef public Metrics metrics
     cdef public object accesslog
     cdef public long long max_response_head
+    cdef public DeadlineQueue first_heads
     cdef public object _timer, _send_timer, _xtimer, _xowner
 
     cdef _process(self)
@@ -58,6 +60,7 @@ cdef class Downstream:
     cdef _arm(self, int kind, double delay)
     cdef _cancel_timer(self)
     cdef _drop_timer(self)
+    cdef _stop_timer(self, t)
     cdef bint _too_slow(self, double now)
     cdef double _body_check_in(self, double now)
 

@@ -101,6 +101,7 @@ class Downstream:
         self.metrics = server.metrics
         self.accesslog = server.accesslog
         self.max_response_head = server.max_response_head
+        self.first_heads = server.first_heads
         self.listener = listener
         self.headers = admitted.headers if admitted is not None else server.headers
         self.admitted = admitted  # the Listener whose admission slots this connection holds
@@ -148,7 +149,14 @@ class Downstream:
             self.client_ip = str(peer[0]).encode()
             self.client_addr = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
         self.server.connection_opened(self)
-        self._arm(K_HEADER, self.header_timeout)
+        # the first request head's deadline: the server's queue of new connections stands for this
+        # connection's timer handle (one event-loop timer for all of them, see deadlines.py) until
+        # a deadline earlier than header_timeout's needs a timer of its own
+        heads: DeadlineQueue = self.first_heads
+        self._tkind = K_HEADER
+        self._deadline = self._timer_due = self.created + self.header_timeout
+        self._timer = heads
+        heads.add(self, self.created)
 
     def data_received(self, data):
         state = self.state
@@ -637,7 +645,7 @@ class Downstream:
         if t is not None:
             if self._timer_due <= when:
                 return
-            t.cancel()
+            self._stop_timer(t)
         self._timer_due = when
         self._timer = self.server.loop.call_later(delay, self._on_timer)
 
@@ -646,9 +654,21 @@ class Downstream:
 
     def _drop_timer(self) -> None:
         if self._timer is not None:
-            self._timer.cancel()
+            self._stop_timer(self._timer)
             self._timer = None
         self._tkind = 0
+
+    def _stop_timer(self, t) -> None:
+        """Cancel the timer handle ``t``: an event-loop timer, or the first-heads queue's entry."""
+        if t is self.first_heads:
+            heads: DeadlineQueue = t
+            heads.remove(self)
+        else:
+            t.cancel()
+
+    def on_deadline(self) -> None:
+        """The first-heads queue's deadline for this connection passed: as its own timer firing."""
+        self._on_timer()
 
     # The exchanges of this connection share one more lazy handle: an exchange
     # asks for a timer no later than its next deadline (``arm_exchange``); the

@@ -38,7 +38,8 @@ from .admission import Decision, Gate, ListenerAdmission
 from .admin import AdminServer
 from .downstream import Downstream
 from .headers import HeaderPolicy
-from .tls import HandshakeDeadlines, TLSContexts, TLSSetupError, load_listener_tls
+from .deadlines import DeadlineQueue
+from .tls import TLSContexts, TLSSetupError, load_listener_tls
 from .healthcheck import HealthChecker
 from .metrics import Metrics
 from .routing import Router
@@ -119,7 +120,8 @@ class Listener:
         self.socket_class = accepted_socket_class(s.family, s.type)
         self.bare = takes_descriptors(self.loop)  # accepted descriptors go to the loop without a socket object
         self.tls = server.tls.get(cfg.name)  # TLSContexts, swapped whole by a certificate reload
-        self.handshakes = HandshakeDeadlines(self.loop, cfg.handshake_timeout) if cfg.tls else None
+        # the handshakes in progress, under one timer (they share handshake_timeout)
+        self.handshakes = DeadlineQueue(self.loop, cfg.handshake_timeout) if cfg.tls else None
         self.tls_stats = None  # the metrics' TLSStats of this listener, from its first finished handshake
         self.headers = HeaderPolicy(
             server.config.headers, b"https" if cfg.tls else b"http",
@@ -216,6 +218,9 @@ class ProxyServer:
             else None
         )
         self.max_response_head = MAX_RESPONSE_HEAD
+        # new client connections waiting for their first request head, under one timer
+        # (they share header_timeout; Downstream.connection_made)
+        self.first_heads = DeadlineQueue(loop, config.downstream.header_timeout)
         self.listeners: list[Listener] = []
         self.admin: AdminServer | None = None
         self.connections: set[Downstream] = set()
@@ -410,6 +415,10 @@ class ProxyServer:
             c.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.first_heads.close()
+        for lst in self.listeners:
+            if lst.handshakes is not None:
+                lst.handshakes.close()
         if self.admin is not None:
             self.admin.close()
         # let transports run their connection_lost callbacks

@@ -5,16 +5,8 @@
 # stays Python-visible; the rest of the module (contexts, setup) compiles as
 # plain Python classes and functions.
 cimport proxy.clock as clock
+from proxy.deadlines cimport DeadlineQueue
 from proxy.metrics cimport TLSStats
-cdef class HandshakeDeadlines:
-    cdef public object loop, timer
-    cdef public double timeout
-    cdef public dict pending
-
-    cpdef add(self, conn, double now)
-    cpdef remove(self, conn)
-
-
 cdef class TLSConnection:
     cdef object __weakref__  # the OpenSSL object's owner is held weakly
     cdef public object server, listener, ip, make_downstream, contexts, raw, records

@@ -38,7 +38,8 @@ makes every phase observable:
 A failed handshake is classified into a small stable set of reasons
 (``FAILURE_REASONS``), counted, and logged once with the reason and the
 OpenSSL text; the alert OpenSSL produced is flushed before the close. The
-handshake has a deadline (``handshake_timeout``): a client that stalls it is
+handshake has a deadline (``handshake_timeout``; the listener's
+``deadlines.DeadlineQueue`` of handshakes): a client that stalls it is
 closed then, and its admission slot is released with the connection.
 
 Once established, the connection hands a ``Downstream`` a ``TLSTransport``
@@ -69,7 +70,7 @@ except ImportError:  # Cython absent: this module runs as plain Python
 from . import clock
 from . import log
 
-__all__ = ["FAILURE_REASONS", "TICKET_KEYS_SIZE", "HandshakeDeadlines", "TLSConnection", "TLSContexts", "TLSInfo", "TLSSetupError",
+__all__ = ["FAILURE_REASONS", "TICKET_KEYS_SIZE", "TLSConnection", "TLSContexts", "TLSInfo", "TLSSetupError",
            "failure_reason", "load_listener_tls", "new_ticket_keys", "set_ticket_keys"]
 
 _READ_SIZE = 16 * 1024  # one TLS record at most; a bigger buffer costs an mmap per read
@@ -320,54 +321,6 @@ class TLSContexts:
         return None
 
 
-class HandshakeDeadlines:
-    """The handshakes in progress on one listener, oldest first, under one timer.
-
-    Every handshake on a listener has the same timeout, so the order they
-    start in is the order their deadlines fall in: an insertion-ordered dict
-    is the queue, and one event-loop timer, armed for the oldest deadline,
-    serves them all. A handshake that ends leaves the queue (a dict
-    deletion) and the timer as it is; when the timer fires it closes what is
-    due and re-arms for the next. A timer per connection, armed at accept
-    and cancelled a millisecond later, cost a timer handle, a heap insertion
-    and a cancellation per connection.
-    """
-
-    def __init__(self, loop, timeout: float):
-        self.loop = loop
-        self.timeout = timeout
-        self.pending: dict = {}  # TLSConnection -> deadline (monotonic seconds), oldest first
-        self.timer = None
-
-    def add(self, conn, now) -> None:
-        self.pending[conn] = now + self.timeout
-        if self.timer is None:
-            self.timer = self.loop.call_later(self.timeout, self._due)
-
-    def remove(self, conn) -> None:
-        self.pending.pop(conn, None)
-
-    def _due(self) -> None:
-        self.timer = None
-        now = clock.monotonic()
-        late = []
-        for conn, deadline in self.pending.items():
-            if deadline > now:
-                break
-            late.append(conn)
-        for conn in late:
-            self.pending.pop(conn, None)
-            conn.timed_out()
-        for deadline in self.pending.values():  # the oldest left
-            self.timer = self.loop.call_later(max(deadline - now, 0.001), self._due)
-            break
-
-    def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-
 class TLSInfo:
     """What a request handler knows about its TLS connection (access log, policy, headers)."""
 
@@ -503,7 +456,7 @@ class TLSConnection:
         # OpenSSL object's owner, held weakly, which the SNI callback receives
         self.records = self.contexts.default._wrap_bio(self.incoming, self.outgoing, server_side=True,
                                                        server_hostname=None, owner=self, session=None)
-        deadlines: HandshakeDeadlines = self.listener.handshakes
+        deadlines: DeadlineQueue = self.listener.handshakes
         deadlines.add(self, clock.monotonic())  # its deadline (handshake_timeout) is from now
 
     def data_received(self, data):
@@ -542,7 +495,7 @@ class TLSConnection:
 
     def _end_handshake(self) -> None:
         self.ended = True
-        deadlines: HandshakeDeadlines = self.listener.handshakes
+        deadlines: DeadlineQueue = self.listener.handshakes
         deadlines.remove(self)
 
     def _failed(self, reason, exc) -> None:
@@ -558,8 +511,8 @@ class TLSConnection:
             self._flush()  # the alert, if OpenSSL made one
             self.raw.close()
 
-    def timed_out(self) -> None:
-        """The handshake's deadline passed (HandshakeDeadlines)."""
+    def on_deadline(self) -> None:
+        """The handshake's deadline passed (its listener's DeadlineQueue of handshakes)."""
         if not self.ended:
             self.server.metrics.timeout("downstream", "tls_handshake")
             self._failed("timeout", None)

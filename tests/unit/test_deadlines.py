@@ -1,9 +1,10 @@
-"""tls.HandshakeDeadlines: one timer for every handshake on a listener.
+"""deadlines.DeadlineQueue: one timer for many deadlines that share a timeout.
 
-Handshakes start one after another and share one timeout, so they expire
-in the order they started. Each must be closed at its own deadline, never
-before it; one that ended (left the queue) is never timed out; the timer
-re-arms for what is left. A real event loop, short timeouts, and events
+(The handshakes of a TLS listener, the first request heads of new client
+connections.) Entries are added one after another and share one timeout,
+so they fall due in the order they were added. Each must be told at its
+own deadline, never before it; one that left the queue is never told; the
+timer re-arms for what is left. A real event loop, short timeouts, and events
 to wait on (no sleeps).
 """
 
@@ -15,31 +16,31 @@ import time
 import pytest
 
 from proxy.server import new_event_loop
-from proxy.tls import HandshakeDeadlines
+from proxy.deadlines import DeadlineQueue
 
 TIMEOUT = 0.2
 
 
 class Stalled:
-    """Stands for a TLSConnection whose client never finishes the handshake."""
+    """Stands for a connection whose client never finishes what it started."""
 
     def __init__(self, name, log, done):
         self.name, self.log, self.done = name, log, done
 
-    def timed_out(self):
+    def on_deadline(self):
         self.log.append((self.name, time.monotonic()))
         if len(self.log) == self.done[1]:
             self.done[0].set()
 
 
 @pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
-def test_each_handshake_times_out_at_its_own_deadline_and_ended_ones_never(loop_kind):
+def test_each_entry_is_due_at_its_own_deadline_and_removed_ones_never(loop_kind):
     loop = new_event_loop(loop_kind)
 
     async def scenario():
         log = []
         done = (asyncio.Event(), 3)
-        q = HandshakeDeadlines(loop, TIMEOUT)
+        q = DeadlineQueue(loop, TIMEOUT)
         started = {}
 
         def add(name):
@@ -71,7 +72,7 @@ def test_a_queue_that_empties_leaves_no_timer_behind():
     loop = new_event_loop("asyncio")
 
     async def scenario():
-        q = HandshakeDeadlines(loop, 0.05)
+        q = DeadlineQueue(loop, 0.05)
         log, done = [], (asyncio.Event(), 1)
         conn = Stalled("a", log, done)
         q.add(conn, time.monotonic())
