@@ -36,9 +36,9 @@ from .accesslog import AccessLog
 from .accounting import InFlight
 from .admission import Decision, Gate, ListenerAdmission
 from .admin import AdminServer
+from .deadlines import DeadlineQueue
 from .downstream import Downstream
 from .headers import HeaderPolicy
-from .deadlines import DeadlineQueue
 from .tls import TLSContexts, TLSSetupError, load_listener_tls
 from .healthcheck import HealthChecker
 from .metrics import Metrics
