@@ -36,7 +36,8 @@ class DeadlineQueue:
         self.timer = None
 
     def add(self, entry, now) -> None:
-        """``entry.on_deadline()`` at ``now + timeout`` (monotonic), unless removed before."""
+        """``entry.on_deadline()`` at ``now + timeout`` (monotonic), unless removed before. An entry
+        is added once (a dict keeps a key where it first stood, which would break the order)."""
         self.pending[entry] = now + self.timeout
         if self.timer is None:
             self.timer = self.loop.call_later(self.timeout, self._due)

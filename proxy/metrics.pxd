@@ -20,7 +20,7 @@ cdef class Metrics:
     cdef public dict _req, _dur, _client, _client_failed, _conn_err, _retry, _overflow, _admission, _opened, _reused
     cdef public dict _evicted, _upgrade, _timeout, _transitions, _fallback, _health_checks, _tls_handshakes
     cdef public dict _tls_failures, _tls_sni_mismatch, _tls_sni_missing, _tls_purpose, _tls_resumed, _restarts
-    cdef public dict _hangs, _pp_errors, _reloads, _tls_dur, _tls_stats, _gauge_sources
+    cdef public dict _hangs, _pp_errors, _reloads, _tls_dur, _gauge_sources
 
     cpdef request_done(self, str route, int code, double duration)
     cpdef client_request(self, str upstream, code)

@@ -397,7 +397,6 @@ class Metrics:
         self._pp_errors: dict[tuple[str], int] = {}
         self._reloads: dict[tuple[str], int] = {}
         self._tls_dur: dict[tuple[str, str], Histogram] = {}
-        self._tls_stats: dict[str, TLSStats] = {}  # listener -> its handshake series (tls_stats)
         self._dropped = 0
         reg.register(_EventSeries(self))
 
@@ -474,12 +473,8 @@ class Metrics:
 
     def tls_stats(self, listener: str) -> TLSStats:
         """The series every finished handshake on ``listener`` moves, found once (a TLS listener
-        keeps it): ``TLSStats.finished`` instead of ``tls_handshake``'s label tuples and dict."""
-        stats = self._tls_stats.get(listener)
-        if stats is None:
-            stats = self._tls_stats[listener] = TLSStats(listener, self._tls_dur, self._tls_handshakes,
-                                                         self._tls_resumed)
-        return stats
+        keeps what this returns; another call gives an object over the same series)."""
+        return TLSStats(listener, self._tls_dur, self._tls_handshakes, self._tls_resumed)
 
     def tls_failure(self, listener: str, reason: str) -> None:
         _bump(self._tls_handshakes, (listener, "failed"))
